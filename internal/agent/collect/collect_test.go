@@ -1,0 +1,109 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
+	"github.com/outpost-edge/outpost/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type sourceFunc func(ctx context.Context, now time.Time) ([]*outpostv1.Point, error)
+
+func (f sourceFunc) Collect(ctx context.Context, now time.Time) ([]*outpostv1.Point, error) {
+	return f(ctx, now)
+}
+
+func num(v float64) *outpostv1.Point { return &outpostv1.Point{Value: &outpostv1.Point_Num{Num: v}} }
+
+func TestCollectorIsolatesFailingSources(t *testing.T) {
+	var calls atomic.Int64
+	sources := []Input{
+		{Name: "good", Interval: time.Millisecond, Source: sourceFunc(func(context.Context, time.Time) ([]*outpostv1.Point, error) {
+			return []*outpostv1.Point{num(1)}, nil
+		})},
+		// flaky panics on its first two reads, then returns an error once, then works.
+		{Name: "flaky", Interval: time.Millisecond, Source: sourceFunc(func(context.Context, time.Time) ([]*outpostv1.Point, error) {
+			switch calls.Add(1) {
+			case 1, 2:
+				panic("sensor bus wedged")
+			case 3:
+				return nil, errors.New("i2c timeout")
+			}
+			return []*outpostv1.Point{num(2)}, nil
+		})},
+		// multi names its own points and produces one invalid point per read.
+		{Name: "multi", Interval: time.Millisecond, Source: sourceFunc(func(context.Context, time.Time) ([]*outpostv1.Point, error) {
+			a, b := num(3), num(math.NaN())
+			a.Sensor, b.Sensor = "multi/a", "multi/b"
+			return []*outpostv1.Point{a, b}, nil
+		})},
+	}
+	out := make(chan *outpostv1.Point, 16)
+	start := time.UnixMilli(1764086400000)
+	c, err := New(sources, out, Options{PanicBackoff: time.Millisecond, Now: func() time.Time { return start }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+
+	seen := map[string]int{}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for {
+			select {
+			case p := <-out:
+				seen[p.GetSensor()]++
+				if p.GetTsUnixMs() != start.UnixMilli() {
+					return fmt.Errorf("point %v has no timestamp", p)
+				}
+				continue
+			default:
+			}
+			break
+		}
+		if seen["good"] < 3 || seen["flaky"] < 3 || seen["multi/a"] < 3 {
+			return fmt.Errorf("points so far: %v", seen)
+		}
+		return nil
+	})
+	cancel()
+	for range out { // Run closes out once every source goroutine has stopped.
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if seen["multi/b"] != 0 || seen["multi"] != 0 {
+		t.Errorf("invalid or misnamed points were sent: %v", seen)
+	}
+	st := c.Stats()
+	if st.Panics != 2 || st.Errors != 1 || st.Invalid == 0 || st.Points < 9 {
+		t.Errorf("stats = %+v, want 2 panics, 1 error, some invalid and at least 9 points", st)
+	}
+	if err := c.Run(context.Background()); err == nil {
+		t.Error("second Run = nil, want an error")
+	}
+}
+
+func TestNewRejectsBadInputs(t *testing.T) {
+	_, err := New([]Input{{Name: "bad name", Interval: 0}}, nil, Options{})
+	if err == nil {
+		t.Fatal("New = nil error")
+	}
+	for _, want := range []string{"bad_name", "interval must be positive", "no source", "no output channel"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}

@@ -1,0 +1,394 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-edge/outpost/internal/agent/atomicfile"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// FileName is the name of the configuration file inside the agent's data directory.
+const FileName = "agent.yaml"
+
+// MaxFileBytes is the largest configuration file Load reads.
+const MaxFileBytes = 1 << 20
+
+// Config is the whole configuration of one agent: the keys of agent.yaml.
+// Durations are Go duration strings such as "500ms", "30s" or "2m".
+type Config struct {
+	// DeviceID is this device's id (key device_id), as registered on the hub.
+	// It is the MQTT client id and, by default, the MQTT username. Required:
+	// 1 to 64 of A-Z a-z 0-9 - _ . and not starting with - or .
+	DeviceID string `yaml:"device_id"`
+	// HubURL is the base URL of the hub's HTTP API (key hub_url), e.g.
+	// http://127.0.0.1:8080. Optional; when set it must be http:// or https://.
+	HubURL string `yaml:"hub_url,omitempty"`
+	// MQTT is how the agent connects to the hub's MQTT broker (key mqtt).
+	MQTT MQTT `yaml:"mqtt"`
+	// Telemetry is how readings are batched and published (key telemetry).
+	Telemetry Telemetry `yaml:"telemetry"`
+	// Sources are the sensors the agent reads (key sources). When the key is
+	// absent the agent reads three simulated sensors (temperature, humidity
+	// and vibration, every second); an empty list means no sensors.
+	Sources []Source `yaml:"sources"`
+	// HTTP is the optional local HTTP server for /healthz and /metrics (key http).
+	HTTP HTTP `yaml:"http"`
+}
+
+// MQTT configures the connection to the broker.
+type MQTT struct {
+	// URL is the broker address (key mqtt.url): mqtt://host:port for plain
+	// TCP or tls://host:port for TLS checked against the system's roots.
+	// Default mqtt://127.0.0.1:1883.
+	URL string `yaml:"url"`
+	// Username is the MQTT username (key mqtt.username). Empty means the
+	// device id, which is what the hub expects.
+	Username string `yaml:"username,omitempty"`
+	// Password is the MQTT password (key mqtt.password) that
+	// `outpost-agent join` received from the hub. Empty sends none.
+	Password string `yaml:"password,omitempty"`
+	// KeepAlive is the MQTT keepalive (key mqtt.keepalive): how long the link
+	// may stay silent before a ping; a dead link is noticed after about 1.5
+	// times this. 1s to 65535s, whole seconds. Default 30s.
+	KeepAlive Duration `yaml:"keepalive"`
+	// ConnectTimeout bounds one connection attempt, TCP, TLS and CONNACK
+	// together (key mqtt.connect_timeout). Default 10s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// BackoffMin is the first reconnect delay ceiling (key mqtt.backoff_min).
+	// Reconnect delays grow exponentially from it up to BackoffMax with full
+	// jitter (each delay is random between 0 and the current ceiling), so a
+	// fleet does not reconnect in lockstep after a broker restart. Default 1s.
+	BackoffMin Duration `yaml:"backoff_min"`
+	// BackoffMax is the largest reconnect delay (key mqtt.backoff_max);
+	// at least BackoffMin. Default 60s.
+	BackoffMax Duration `yaml:"backoff_max"`
+}
+
+// Telemetry configures batching and publishing of readings.
+type Telemetry struct {
+	// QoS is the MQTT QoS of telemetry publishes (key telemetry.qos): 0, 1 or
+	// 2. With 1 or 2 the agent waits for the broker's acknowledgement of each
+	// batch before it sends the next and resends batches a lost connection
+	// left unacknowledged; with 0 a batch in flight when the link drops is
+	// lost. Default 1.
+	QoS int `yaml:"qos"`
+	// BatchMaxPoints is the most points in one batch (key
+	// telemetry.batch_max_points), 1 to 5000. Default 100.
+	BatchMaxPoints int `yaml:"batch_max_points"`
+	// BatchMaxDelay is how long the first point of a batch may wait for
+	// more points before the batch is sent anyway (key
+	// telemetry.batch_max_delay). Default 1s.
+	BatchMaxDelay Duration `yaml:"batch_max_delay"`
+	// QueueMaxBatches is how many batches wait in memory while the broker
+	// is unreachable (key telemetry.queue_max_batches). When the queue is
+	// full the oldest batch is dropped and counted. Default 1000.
+	QueueMaxBatches int `yaml:"queue_max_batches"`
+}
+
+// Source configures one sensor.
+type Source struct {
+	// Name is the sensor name its points carry (key sources[].name): 1 to
+	// 128 of A-Z a-z 0-9 - _ . : / and unique within the agent.
+	Name string `yaml:"name"`
+	// Type is the kind of source (key sources[].type). Only "sim", a
+	// simulated sensor, exists so far.
+	Type string `yaml:"type"`
+	// Interval is how often the source is read (key sources[].interval),
+	// at least 10ms. Default 1s.
+	Interval Duration `yaml:"interval"`
+	// Sim configures a source of type sim (key sources[].sim).
+	Sim *Sim `yaml:"sim,omitempty"`
+}
+
+// Sim configures a simulated sensor.
+type Sim struct {
+	// Kind is what is simulated (key sources[].sim.kind): "temperature"
+	// (°C, about 20 to 25 with slow drift), "humidity" (%, 30 to 70) or
+	// "vibration" (mm/s RMS, mostly below 1 with occasional spikes).
+	Kind string `yaml:"kind"`
+	// Seed makes the simulated values repeatable (key sources[].sim.seed).
+	// 0, the default, derives a seed from the device id and sensor name, so
+	// different devices produce different but stable series.
+	Seed int64 `yaml:"seed,omitempty"`
+}
+
+// HTTP configures the local HTTP server.
+type HTTP struct {
+	// Listen is the address of the local HTTP server serving /healthz and
+	// /metrics (key http.listen), e.g. 127.0.0.1:9100. Empty, the default,
+	// turns it off. Only loopback addresses are accepted: the endpoints have
+	// no authentication.
+	Listen string `yaml:"listen"`
+}
+
+// The source types and simulated kinds Validate accepts.
+const (
+	SourceTypeSim = "sim"
+
+	SimTemperature = "temperature"
+	SimHumidity    = "humidity"
+	SimVibration   = "vibration"
+)
+
+// MinSourceInterval is the shortest interval a source may be read at.
+const MinSourceInterval = 10 * time.Millisecond
+
+// Default returns the configuration used for every key agent.yaml leaves
+// out. It has no device id, so it does not validate on its own.
+func Default() Config {
+	return Config{
+		MQTT: MQTT{
+			URL:            "mqtt://127.0.0.1:1883",
+			KeepAlive:      Duration(30 * time.Second),
+			ConnectTimeout: Duration(10 * time.Second),
+			BackoffMin:     Duration(time.Second),
+			BackoffMax:     Duration(60 * time.Second),
+		},
+		Telemetry: Telemetry{
+			QoS:             1,
+			BatchMaxPoints:  100,
+			BatchMaxDelay:   Duration(time.Second),
+			QueueMaxBatches: 1000,
+		},
+		Sources: DefaultSources(),
+	}
+}
+
+// DefaultSources returns the sources an agent reads when its configuration
+// names none: simulated temperature, humidity and vibration every second.
+func DefaultSources() []Source {
+	var out []Source
+	for _, k := range []string{SimTemperature, SimHumidity, SimVibration} {
+		out = append(out, Source{Name: k, Type: SourceTypeSim, Interval: Duration(time.Second), Sim: &Sim{Kind: k}})
+	}
+	return out
+}
+
+// MQTTUsername returns the username to connect with: MQTT.Username, or the
+// device id when that is empty.
+func (c Config) MQTTUsername() string {
+	if c.MQTT.Username != "" {
+		return c.MQTT.Username
+	}
+	return c.DeviceID
+}
+
+// Validate reports every problem of c at once, joined with errors.Join;
+// each names the key it is about.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.DeviceID == "" {
+		add("device_id: missing; run `outpost-agent join` or set it")
+	} else if err := protocol.ValidDeviceID(c.DeviceID); err != nil {
+		add("device_id: %w", err)
+	}
+	if c.HubURL != "" {
+		if err := checkURL(c.HubURL, "http", "https"); err != nil {
+			add("hub_url: %w", err)
+		}
+	}
+
+	m := c.MQTT
+	if m.URL == "" {
+		add("mqtt.url: missing")
+	} else if err := checkURL(m.URL, "mqtt", "tls"); err != nil {
+		add("mqtt.url: %w", err)
+	} else if u, _ := url.Parse(m.URL); u.Port() == "" {
+		add("mqtt.url: %q has no port (e.g. mqtt://host:1883 or tls://host:8883)", m.URL)
+	}
+	if m.KeepAlive.D() < time.Second || m.KeepAlive.D() > 65535*time.Second || m.KeepAlive.D()%time.Second != 0 {
+		add("mqtt.keepalive: must be whole seconds from 1s to 65535s, got %s", m.KeepAlive)
+	}
+	if m.ConnectTimeout <= 0 {
+		add("mqtt.connect_timeout: must be positive, got %s", m.ConnectTimeout)
+	}
+	if m.BackoffMin < Duration(time.Millisecond) {
+		add("mqtt.backoff_min: must be at least 1ms, got %s", m.BackoffMin)
+	}
+	if m.BackoffMax < m.BackoffMin {
+		add("mqtt.backoff_max: must be at least mqtt.backoff_min (%s), got %s", m.BackoffMin, m.BackoffMax)
+	}
+
+	t := c.Telemetry
+	if t.QoS < 0 || t.QoS > 2 {
+		add("telemetry.qos: must be 0, 1 or 2, got %d", t.QoS)
+	}
+	if t.BatchMaxPoints < 1 || t.BatchMaxPoints > protocol.MaxPointsPerBatch {
+		add("telemetry.batch_max_points: must be 1 to %d, got %d", protocol.MaxPointsPerBatch, t.BatchMaxPoints)
+	}
+	if t.BatchMaxDelay < Duration(time.Millisecond) {
+		add("telemetry.batch_max_delay: must be at least 1ms, got %s", t.BatchMaxDelay)
+	}
+	if t.QueueMaxBatches < 1 {
+		add("telemetry.queue_max_batches: must be at least 1, got %d", t.QueueMaxBatches)
+	}
+
+	seen := make(map[string]bool, len(c.Sources))
+	for i, s := range c.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		if err := protocol.ValidSensorName(s.Name); err != nil {
+			add("%s.name: %w", key, err)
+		} else if seen[s.Name] {
+			add("%s.name: %q is used by another source", key, s.Name)
+		}
+		seen[s.Name] = true
+		if s.Interval.D() < MinSourceInterval {
+			add("%s.interval: must be at least %s, got %s", key, MinSourceInterval, s.Interval)
+		}
+		switch s.Type {
+		case SourceTypeSim:
+			if s.Sim == nil {
+				add("%s.sim: missing; a sim source needs e.g. sim: {kind: temperature}", key)
+				break
+			}
+			switch s.Sim.Kind {
+			case SimTemperature, SimHumidity, SimVibration:
+			default:
+				add("%s.sim.kind: must be %s, %s or %s, got %q", key, SimTemperature, SimHumidity, SimVibration, s.Sim.Kind)
+			}
+		case "":
+			add("%s.type: missing; the only type so far is %q", key, SourceTypeSim)
+		default:
+			add("%s.type: unknown type %q; the only type so far is %q", key, s.Type, SourceTypeSim)
+		}
+	}
+
+	if c.HTTP.Listen != "" {
+		if err := checkLoopback(c.HTTP.Listen); err != nil {
+			add("http.listen: %w", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkURL(raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", raw)
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" {
+				return fmt.Errorf("%q has no host", raw)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%q must start with %s://", raw, strings.Join(schemes, ":// or "))
+}
+
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address; use e.g. 127.0.0.1:9100 (the endpoints have no authentication)", addr)
+}
+
+// Parse decodes agent.yaml content over Default(). Unknown keys are errors,
+// so that a misspelt key is not silently ignored. It does not validate.
+func Parse(data []byte) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("parsing YAML: %w", err)
+	}
+	for i := range c.Sources {
+		if c.Sources[i].Interval == 0 {
+			c.Sources[i].Interval = Duration(time.Second)
+		}
+	}
+	return c, nil
+}
+
+// The environment variables ApplyEnv reads, each overriding one key.
+var envKeys = []struct {
+	name string
+	set  func(*Config, string)
+}{
+	{"OUTPOST_AGENT_DEVICE_ID", func(c *Config, v string) { c.DeviceID = v }},
+	{"OUTPOST_AGENT_HUB_URL", func(c *Config, v string) { c.HubURL = v }},
+	{"OUTPOST_AGENT_MQTT_URL", func(c *Config, v string) { c.MQTT.URL = v }},
+	{"OUTPOST_AGENT_MQTT_USERNAME", func(c *Config, v string) { c.MQTT.Username = v }},
+	{"OUTPOST_AGENT_MQTT_PASSWORD", func(c *Config, v string) { c.MQTT.Password = v }},
+	{"OUTPOST_AGENT_HTTP_LISTEN", func(c *Config, v string) { c.HTTP.Listen = v }},
+}
+
+// ApplyEnv overrides keys from the environment variables
+// OUTPOST_AGENT_DEVICE_ID, _HUB_URL, _MQTT_URL, _MQTT_USERNAME,
+// _MQTT_PASSWORD and _HTTP_LISTEN; lookup is os.LookupEnv or a fake. A
+// variable that is set, even to "", overrides.
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) {
+	for _, k := range envKeys {
+		if v, ok := lookup(k.name); ok {
+			k.set(c, v)
+		}
+	}
+}
+
+// Load reads the configuration at path: defaults, then the file, then the
+// OUTPOST_AGENT_* environment variables; and validates the result.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if len(data) > MaxFileBytes {
+		return Config{}, fmt.Errorf("reading config %s: larger than %d bytes", path, MaxFileBytes)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	c.ApplyEnv(os.LookupEnv)
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid config %s:\n%w", path, err)
+	}
+	return c, nil
+}
+
+const header = `# outpost-agent configuration. It holds the MQTT password: keep it private (mode 0600).
+# Every key and its default is described in docs/agent.md; durations are Go
+# duration strings such as 500ms, 30s or 2m.
+`
+
+// Save writes c to path with mode 0600, atomically: it writes a temporary
+// file in the same directory, syncs it and renames it over path, so a crash
+// leaves either the old file or the new one.
+func (c Config) Save(path string) error {
+	body, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encoding config: %w", err)
+	}
+	if err := atomicfile.Write(path, append([]byte(header), body...), 0o600); err != nil {
+		return fmt.Errorf("saving config: %w", err)
+	}
+	return nil
+}

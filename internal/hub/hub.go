@@ -1,0 +1,262 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/hub/auth"
+	"github.com/outpost-edge/outpost/internal/hub/broker"
+	"github.com/outpost-edge/outpost/internal/hub/device"
+	"github.com/outpost-edge/outpost/internal/hub/httpapi"
+	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/store"
+	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// AdminUser is the name of the user the hub creates on first start.
+const AdminUser = "admin"
+
+// AdminPasswordFileName is the file under DataDir that holds a generated
+// admin password.
+const AdminPasswordFileName = "admin-password"
+
+// Hub is a running hub's parts. Create it with New, run it with Run.
+type Hub struct {
+	cfg     Config
+	logger  *slog.Logger
+	store   *sqlite.Store
+	broker  *broker.Broker
+	ingest  *ingest.Service
+	devices *device.Service
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	// adminPassword is set when this start generated the password.
+	adminPassword string
+	closeOnce     sync.Once
+}
+
+// New opens the store, prepares credentials and binds both listeners. If any
+// step fails, whatever was already opened is closed again.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid hub configuration: %w", err)
+	}
+	h := &Hub{cfg: cfg, logger: logger.With("component", "hub")}
+	defer func() {
+		if err != nil {
+			h.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	dbPath := filepath.Join(cfg.DataDir, "outpost.db")
+	if h.store, err = sqlite.Open(ctx, dbPath); err != nil {
+		return nil, err
+	}
+	key, err := h.store.PutSettingIfAbsent(ctx, "jwt_key", []byte(auth.RandomString("", 32)))
+	if err != nil {
+		return nil, err
+	}
+	authSvc, err := auth.NewService(h.store, auth.NewIssuer(key, cfg.SessionTTL))
+	if err != nil {
+		return nil, err
+	}
+	if err := h.ensureAdmin(ctx); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h.ingest = ingest.NewService(h.store, logger, reg)
+	h.devices = device.NewService(h.store, cfg.JoinTokenTTL, logger)
+	h.broker, err = broker.New(broker.Options{
+		Addr: cfg.MQTTAddr, Auth: h.devices, Presence: h.devices, Ingest: h.ingest, Logger: logger, Registry: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.devices.SetDisconnector(h.broker)
+
+	_, mqttPort, err := net.SplitHostPort(h.broker.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("parsing MQTT address: %w", err)
+	}
+	handler := httpapi.New(httpapi.Options{
+		Devices: h.devices, Auth: authSvc, Telemetry: h.store,
+		Ready:     h.ready,
+		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
+		Logger: logger,
+	})
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+	h.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	return h, nil
+}
+
+// ensureAdmin creates the admin user on first start, with the password from
+// AdminPasswordFile or a generated one written to DataDir/admin-password.
+func (h *Hub) ensureAdmin(ctx context.Context) error {
+	_, err := h.store.UserPasswordHash(ctx, AdminUser)
+	exists := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("reading admin user: %w", err)
+	}
+	if h.cfg.AdminPasswordFile != "" {
+		b, err := os.ReadFile(h.cfg.AdminPasswordFile)
+		if err != nil {
+			return fmt.Errorf("reading admin password file: %w", err)
+		}
+		pw := strings.TrimRight(string(b), "\r\n")
+		if len(pw) < 8 {
+			return fmt.Errorf("admin password in %s: at least 8 characters", h.cfg.AdminPasswordFile)
+		}
+		hash, err := auth.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return h.store.SetUserPassword(ctx, AdminUser, hash)
+		}
+		return h.store.CreateUser(ctx, AdminUser, hash, time.Now())
+	}
+	if exists {
+		return nil
+	}
+	pw := auth.RandomString("", 18)
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(h.cfg.DataDir, AdminPasswordFileName)
+	if err := writeSecretFile(path, pw+"\n"); err != nil {
+		return fmt.Errorf("writing admin password: %w", err)
+	}
+	if err := h.store.CreateUser(ctx, AdminUser, hash, time.Now()); err != nil {
+		return fmt.Errorf("creating admin user: %w", err)
+	}
+	h.adminPassword = pw
+	h.logger.Info("generated the admin password; it is in the file named here (mode 0600)", "user", AdminUser, "file", path)
+	return nil
+}
+
+func writeSecretFile(path, content string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (h *Hub) ready(ctx context.Context) error {
+	if err := h.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// HTTPAddr is the bound REST API address.
+func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
+
+// HTTPURL is a URL for the REST API reachable from this machine.
+func (h *Hub) HTTPURL() string { return "http://" + loopbackIfUnspecified(h.HTTPAddr()) }
+
+// MQTTAddr is the bound MQTT address.
+func (h *Hub) MQTTAddr() string { return h.broker.Addr() }
+
+// MQTTURL is a URL for the broker reachable from this machine.
+func (h *Hub) MQTTURL() string { return "mqtt://" + loopbackIfUnspecified(h.MQTTAddr()) }
+
+// GeneratedAdminPassword returns the admin password if this start generated it.
+func (h *Hub) GeneratedAdminPassword() (string, bool) { return h.adminPassword, h.adminPassword != "" }
+
+// Devices is the device service (used by the in-process demo).
+func (h *Hub) Devices() *device.Service { return h.devices }
+
+func loopbackIfUnspecified(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Run serves until ctx ends, then shuts down: HTTP and MQTT stop first, the
+// ingest writer drains last, the store closes. It returns the first error
+// that stopped the hub, or nil after a requested shutdown.
+func (h *Hub) Run(ctx context.Context) error {
+	defer h.close()
+	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
+	ingestDone := make(chan error, 1)
+	go func() { ingestDone <- h.ingest.Run(ingestCtx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.broker.Run(gctx) })
+	g.Go(func() error {
+		if err := h.httpSrv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return h.httpSrv.Shutdown(sctx)
+	})
+	h.logger.Info("hub running", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data", h.cfg.DataDir)
+	err := g.Wait()
+	stopIngest()
+	if ierr := <-ingestDone; err == nil {
+		err = ierr
+	}
+	h.logger.Info("hub stopped")
+	return err
+}
+
+func (h *Hub) close() {
+	h.closeOnce.Do(func() {
+		if h.broker != nil {
+			h.broker.Close()
+		}
+		if h.httpLn != nil {
+			h.httpLn.Close()
+		}
+		if h.store != nil {
+			if err := h.store.Close(); err != nil {
+				h.logger.Error("closing store", "err", err)
+			}
+		}
+	})
+}

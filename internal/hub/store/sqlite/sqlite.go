@@ -1,0 +1,471 @@
+// Package sqlite is the hub's default store engine: one SQLite database file
+// in WAL mode, written through a single connection (SQLite has one writer)
+// and read through a small pool.
+//
+// It imports only the store package and the pure-Go modernc.org/sqlite driver,
+// so the hub stays a static binary.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/hub/store"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Store is a SQLite-backed store. It is safe for concurrent use.
+type Store struct {
+	w *sql.DB // single writer connection
+	r *sql.DB // reader pool
+}
+
+// migrations are applied in order; PRAGMA user_version records how many ran.
+var migrations = []string{
+	`CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+	CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
+	CREATE TABLE devices (
+		id TEXT PRIMARY KEY,
+		labels TEXT NOT NULL DEFAULT '{}',
+		created_at INTEGER NOT NULL,
+		secret_hash BLOB,
+		joined_at INTEGER NOT NULL DEFAULT 0,
+		online INTEGER NOT NULL DEFAULT 0,
+		last_seen INTEGER NOT NULL DEFAULT 0,
+		agent_version TEXT NOT NULL DEFAULT ''
+	);
+	CREATE TABLE join_tokens (
+		hash BLOB PRIMARY KEY,
+		device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+		expires_at INTEGER NOT NULL,
+		used_at INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX join_tokens_by_device ON join_tokens(device_id);
+	CREATE TABLE telemetry (
+		device_id TEXT NOT NULL,
+		seq INTEGER NOT NULL,
+		sensor TEXT NOT NULL,
+		ts INTEGER NOT NULL,
+		kind INTEGER NOT NULL,
+		num REAL,
+		str TEXT,
+		PRIMARY KEY (device_id, seq)
+	) WITHOUT ROWID;
+	CREATE INDEX telemetry_by_time ON telemetry(device_id, ts);`,
+}
+
+// Open opens (creating if needed) the database file at path and migrates it.
+func Open(ctx context.Context, path string) (*Store, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(FULL)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s := &Store{w: w, r: r}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrating %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this hub (%d): upgrade the hub", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the database. It is safe to call twice.
+func (s *Store) Close() error {
+	return errors.Join(s.w.Close(), s.r.Close())
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.r.PingContext(ctx)
+}
+
+// Setting returns the value stored under key, or store.ErrNotFound.
+func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := s.r.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return v, err
+}
+
+// PutSettingIfAbsent stores value under key unless the key exists, and
+// returns what is stored under key afterwards.
+func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error) {
+	if _, err := s.w.ExecContext(ctx, "INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)", key, value); err != nil {
+		return nil, fmt.Errorf("storing setting %s: %w", key, err)
+	}
+	var v []byte
+	err := s.w.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	return v, err
+}
+
+// CreateUser adds a user; store.ErrExists if the name is taken.
+func (s *Store) CreateUser(ctx context.Context, name, passwordHash string, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, "INSERT INTO users(name, password_hash, created_at) VALUES (?, ?, ?)", name, passwordHash, now.UnixMilli())
+	if isUniqueViolation(err) {
+		return store.ErrExists
+	}
+	return err
+}
+
+// SetUserPassword replaces a user's password hash; store.ErrNotFound if the
+// user does not exist.
+func (s *Store) SetUserPassword(ctx context.Context, name, passwordHash string) error {
+	res, err := s.w.ExecContext(ctx, "UPDATE users SET password_hash = ? WHERE name = ?", passwordHash, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// UserPasswordHash returns a user's password hash, or store.ErrNotFound.
+func (s *Store) UserPasswordHash(ctx context.Context, name string) (string, error) {
+	var h string
+	err := s.r.QueryRowContext(ctx, "SELECT password_hash FROM users WHERE name = ?", name).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", store.ErrNotFound
+	}
+	return h, err
+}
+
+// CreateDevice adds a device; store.ErrExists if the id is taken.
+func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
+	labels, err := json.Marshal(nonNil(d.Labels))
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, "INSERT INTO devices(id, labels, created_at) VALUES (?, ?, ?)", d.ID, string(labels), d.CreatedAt.UnixMilli())
+	if isUniqueViolation(err) {
+		return store.ErrExists
+	}
+	return err
+}
+
+const deviceCols = "id, labels, created_at, joined_at, online, last_seen, agent_version"
+
+func scanDevice(sc interface{ Scan(...any) error }) (store.Device, error) {
+	var (
+		d                               store.Device
+		labels                          string
+		created, joined, online, seen int64
+	)
+	if err := sc.Scan(&d.ID, &labels, &created, &joined, &online, &seen, &d.AgentVersion); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal([]byte(labels), &d.Labels); err != nil {
+		return d, fmt.Errorf("device %s labels: %w", d.ID, err)
+	}
+	d.CreatedAt = time.UnixMilli(created).UTC()
+	d.JoinedAt = msTime(joined)
+	d.Online = online != 0
+	d.LastSeen = msTime(seen)
+	return d, nil
+}
+
+// Device returns one device, or store.ErrNotFound.
+func (s *Store) Device(ctx context.Context, id string) (store.Device, error) {
+	d, err := scanDevice(s.r.QueryRowContext(ctx, "SELECT "+deviceCols+" FROM devices WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, store.ErrNotFound
+	}
+	return d, err
+}
+
+// Devices returns every device, sorted by id.
+func (s *Store) Devices(ctx context.Context) ([]store.Device, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT "+deviceCols+" FROM devices ORDER BY id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DeleteDevice removes a device, its join tokens and its telemetry.
+func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, "DELETE FROM devices WHERE id = ?", id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry WHERE device_id = ?", id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// DeviceSecretHash returns the hash of a device's MQTT secret; store.ErrNotFound
+// if the device is unknown or has never joined.
+func (s *Store) DeviceSecretHash(ctx context.Context, id string) ([]byte, error) {
+	var h []byte
+	err := s.r.QueryRowContext(ctx, "SELECT secret_hash FROM devices WHERE id = ? AND secret_hash IS NOT NULL", id).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return h, err
+}
+
+// AddJoinToken stores a join token hash for a device and revokes the
+// device's earlier unused tokens.
+func (s *Store) AddJoinToken(ctx context.Context, deviceID string, hash []byte, expires time.Time) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM join_tokens WHERE device_id = ? AND used_at = 0", deviceID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO join_tokens(hash, device_id, expires_at) VALUES (?, ?, ?)", hash, deviceID, expires.UnixMilli()); err != nil {
+		if isForeignKeyViolation(err) {
+			return store.ErrNotFound
+		}
+		return err
+	}
+	return tx.Commit()
+}
+
+// RedeemJoinToken marks the token with this hash used and sets the device's
+// new secret hash, atomically. It returns the device id, or ErrTokenUnknown,
+// ErrTokenUsed or ErrTokenExpired.
+func (s *Store) RedeemJoinToken(ctx context.Context, hash []byte, now time.Time, secretHash []byte) (string, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	var (
+		id            string
+		expires, used int64
+	)
+	err = tx.QueryRowContext(ctx, "SELECT device_id, expires_at, used_at FROM join_tokens WHERE hash = ?", hash).Scan(&id, &expires, &used)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", store.ErrTokenUnknown
+	case err != nil:
+		return "", err
+	case used != 0:
+		return "", store.ErrTokenUsed
+	case now.UnixMilli() >= expires:
+		return "", store.ErrTokenExpired
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE join_tokens SET used_at = ? WHERE hash = ?", now.UnixMilli(), hash); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE devices SET secret_hash = ?, joined_at = ? WHERE id = ?", secretHash, now.UnixMilli(), id); err != nil {
+		return "", err
+	}
+	return id, tx.Commit()
+}
+
+// SetPresence records a connect or disconnect.
+func (s *Store) SetPresence(ctx context.Context, p store.Presence) error {
+	_, err := s.w.ExecContext(ctx,
+		`UPDATE devices SET online = ?, last_seen = MAX(last_seen, ?),
+		 agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END WHERE id = ?`,
+		boolInt(p.Online), p.At.UnixMilli(), p.AgentVersion, p.AgentVersion, p.DeviceID)
+	return err
+}
+
+// InsertPoints stores points in one transaction, skipping any whose
+// (device, seq) is stored already, and moves each device's last_seen to at
+// least seen. It returns how many points were new.
+func (s *Store) InsertPoints(ctx context.Context, points []store.Point, seen time.Time) (int, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO telemetry(device_id, seq, sensor, ts, kind, num, str) VALUES (?, ?, ?, ?, ?, ?, ?)")
+	if err != nil {
+		return 0, err
+	}
+	defer ins.Close()
+	inserted := 0
+	devices := map[string]struct{}{}
+	for _, p := range points {
+		var (
+			num any
+			str any
+		)
+		switch p.Kind {
+		case store.KindNum:
+			num = p.Num
+		case store.KindStr:
+			str = p.Str
+		case store.KindFlag:
+			num = float64(boolInt(p.Flag))
+		default:
+			return 0, fmt.Errorf("point %s/%d has no value kind", p.DeviceID, p.Seq)
+		}
+		res, err := ins.ExecContext(ctx, p.DeviceID, int64(p.Seq), p.Sensor, p.TS.UnixMilli(), int(p.Kind), num, str)
+		if err != nil {
+			return 0, fmt.Errorf("inserting point %s/%d: %w", p.DeviceID, p.Seq, err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			inserted++
+		}
+		devices[p.DeviceID] = struct{}{}
+	}
+	for id := range devices {
+		if _, err := tx.ExecContext(ctx, "UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?", seen.UnixMilli(), id); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("committing %d points: %w", len(points), err)
+	}
+	return inserted, nil
+}
+
+// Points returns the points q selects, ordered by timestamp then seq.
+func (s *Store) Points(ctx context.Context, q store.PointQuery) ([]store.Point, error) {
+	query := "SELECT seq, sensor, ts, kind, num, str FROM telemetry WHERE device_id = ? AND ts >= ? AND ts < ?"
+	args := []any{q.DeviceID, q.Since.UnixMilli(), q.Until.UnixMilli()}
+	if q.Sensor != "" {
+		query += " AND sensor = ?"
+		args = append(args, q.Sensor)
+	}
+	query += " ORDER BY ts, seq LIMIT ?"
+	args = append(args, q.Limit)
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []store.Point{}
+	for rows.Next() {
+		var (
+			p    = store.Point{DeviceID: q.DeviceID}
+			seq  int64
+			ts   int64
+			kind int
+			num  sql.NullFloat64
+			str  sql.NullString
+		)
+		if err := rows.Scan(&seq, &p.Sensor, &ts, &kind, &num, &str); err != nil {
+			return nil, err
+		}
+		p.Seq, p.TS, p.Kind = uint64(seq), time.UnixMilli(ts).UTC(), store.ValueKind(kind)
+		switch p.Kind {
+		case store.KindStr:
+			p.Str = str.String
+		case store.KindFlag:
+			p.Flag = num.Float64 != 0
+		default:
+			p.Num = num.Float64
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// CountPoints returns how many points a device has stored (all time).
+func (s *Store) CountPoints(ctx context.Context, deviceID string) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM telemetry WHERE device_id = ?", deviceID).Scan(&n)
+	return n, err
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+func isUniqueViolation(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+func isForeignKeyViolation(err error) bool {
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}

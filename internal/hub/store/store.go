@@ -1,0 +1,68 @@
+package store
+
+import "time"
+
+// Device is one registered edge device.
+type Device struct {
+	ID        string
+	Labels    map[string]string
+	CreatedAt time.Time
+	// JoinedAt is when the device last redeemed a join token; zero if never.
+	JoinedAt time.Time
+	Online   bool
+	// LastSeen is the last connect, disconnect or telemetry; zero if never.
+	LastSeen     time.Time
+	AgentVersion string
+}
+
+// Point is one stored telemetry point. Exactly one of Num, Str and Flag is
+// set; Kind says which.
+type Point struct {
+	DeviceID string
+	Seq      uint64
+	Sensor   string
+	TS       time.Time
+	Kind     ValueKind
+	Num      float64
+	Str      string
+	Flag     bool
+}
+
+// ValueKind says which value field of a Point is set.
+type ValueKind uint8
+
+// The kinds of point values.
+const (
+	KindNum ValueKind = iota + 1
+	KindStr
+	KindFlag
+)
+
+// Value returns the point's value as a float64, string or bool.
+func (p Point) Value() any {
+	switch p.Kind {
+	case KindStr:
+		return p.Str
+	case KindFlag:
+		return p.Flag
+	default:
+		return p.Num
+	}
+}
+
+// PointQuery selects a device's points in [Since, Until), oldest first.
+type PointQuery struct {
+	DeviceID string
+	Sensor   string // empty: all sensors
+	Since    time.Time
+	Until    time.Time
+	Limit    int
+}
+
+// Presence is a change of a device's connection state.
+type Presence struct {
+	DeviceID     string
+	Online       bool
+	At           time.Time
+	AgentVersion string // empty: keep the stored one
+}
