@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"mime"
 	"strings"
 	"time"
 
@@ -84,7 +86,11 @@ func DecodeTelemetry(payload []byte, contentType, topicDevice string, now time.T
 		b   *outpostv1.TelemetryBatch
 		err error
 	)
-	switch ct := strings.ToLower(strings.TrimSpace(contentType)); {
+	ct := strings.ToLower(strings.TrimSpace(contentType))
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		ct = mt // drop parameters such as "; charset=utf-8"
+	}
+	switch {
 	case ct == ContentTypeJSON || strings.HasSuffix(ct, "+json"):
 		b, err = decodeJSON(payload)
 	case ct == ContentTypeProtobuf || ct == "application/protobuf" || ct == "application/vnd.google.protobuf":
@@ -129,7 +135,7 @@ func decodeJSON(payload []byte) (*outpostv1.TelemetryBatch, error) {
 	if err := dec.Decode(&jb); err != nil {
 		return nil, errorf(CodeMalformed, "not a JSON telemetry batch: %v", err)
 	}
-	if dec.More() {
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
 		return nil, errorf(CodeMalformed, "not a JSON telemetry batch: data after the object")
 	}
 	if len(jb.Points) > MaxPointsPerBatch {
@@ -279,6 +285,9 @@ func DecodeStatus(payload []byte) (*outpostv1.Status, error) {
 	var st outpostv1.Status
 	if err := proto.Unmarshal(payload, &st); err != nil {
 		return nil, errorf(CodeMalformed, "not a protobuf Status: %v", err)
+	}
+	if s := st.GetState(); s != outpostv1.Status_STATE_ONLINE && s != outpostv1.Status_STATE_OFFLINE {
+		return nil, errorf(CodeMalformed, "status state must be online or offline, got %v", s)
 	}
 	return &st, nil
 }

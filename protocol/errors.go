@@ -1,6 +1,9 @@
 package protocol
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Code is a stable, machine-readable error code that crosses the wire (in MQTT
 // reason strings, REST error bodies and metrics labels). Callers match codes
@@ -48,20 +51,16 @@ func errorf(code Code, format string, args ...any) error {
 	return &Error{Code: code, Detail: fmt.Sprintf(format, args...)}
 }
 
-// CodeOf returns the Code carried by err, or "" when it carries none.
+// CodeOf returns the Code carried by err (searching wrapped and joined
+// errors), or "" when it carries none.
 func CodeOf(err error) Code {
-	for err != nil {
-		switch e := err.(type) {
-		case *Error:
-			return e.Code
-		case Code:
-			return e
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return ""
-		}
-		err = u.Unwrap()
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	var c Code
+	if errors.As(err, &c) {
+		return c
 	}
 	return ""
 }

@@ -1,6 +1,8 @@
 package protocol_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -62,6 +64,9 @@ func FuzzDecodeTelemetry(f *testing.F) {
 		if b.GetDevice() != testDevice {
 			t.Fatalf("Device = %q, want %q", b.GetDevice(), testDevice)
 		}
+		if decodedAsJSON(payload, ct) && !json.Valid(payload) {
+			t.Fatalf("accepted invalid JSON %q", payload)
+		}
 
 		// Protobuf round trip: exact, unknown fields included.
 		pb, err := protocol.EncodeTelemetry(b)
@@ -82,6 +87,15 @@ func FuzzDecodeTelemetry(f *testing.F) {
 			checkRedecode(t, js, ct2, known)
 		}
 	})
+}
+
+// decodedAsJSON reports whether DecodeTelemetry reads payload as JSON.
+func decodedAsJSON(payload []byte, contentType string) bool {
+	if contentType != "" {
+		return contentType == protocol.ContentTypeJSON || strings.HasSuffix(contentType, "+json")
+	}
+	p := bytes.TrimLeft(payload, " \t\r\n")
+	return len(p) > 0 && p[0] == '{'
 }
 
 // checkRedecode fails t unless payload decodes to want. A re-encoding may

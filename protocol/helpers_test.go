@@ -74,11 +74,3 @@ func checkCode(t *testing.T, err error, code protocol.Code) {
 		t.Errorf("CodeOf(%v) = %q, want %q", err, got, code)
 	}
 }
-
-// knownBug marks a check that fails because of a bug in the non-test code
-// reported alongside these tests. The check still runs: once the bug is fixed
-// it passes and the marker can be deleted.
-func knownBug(t *testing.T, bug string, format string, args ...any) {
-	t.Helper()
-	t.Skipf("KNOWN BUG (%s): "+format, append([]any{bug}, args...)...)
-}

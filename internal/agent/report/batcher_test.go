@@ -115,9 +115,8 @@ func TestBatchStaysUnderPayloadLimit(t *testing.T) {
 	in, stop := start(t, Options{MaxPoints: protocol.MaxPointsPerBatch, MaxDelay: time.Hour, Sink: sink})
 	big := strings.Repeat("x", protocol.MaxStringValueLen)
 	const n = 1000 // about 1 MiB of strings: needs at least 4 batches
-	for i := range n {
+	for range n {
 		in <- &outpostv1.Point{Sensor: "log", TsUnixMs: 1764086400000, Value: &outpostv1.Point_Str{Str: big}}
-		_ = i
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
