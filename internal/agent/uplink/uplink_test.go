@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +38,8 @@ type running struct {
 	u      *Uplink
 	q      *queue.Memory
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run has returned
+	err    error         // Run's result, set before done is closed
 }
 
 // stop cancels Run and checks it returns nil.
@@ -43,9 +47,9 @@ func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Fatalf("Run = %v", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Fatalf("Run = %v", r.err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return within 10s of cancel")
@@ -64,13 +68,17 @@ func start(t *testing.T, url string, qos byte) *running {
 		BackoffMax:   50 * time.Millisecond,
 		QoS:          qos,
 		AgentVersion: "1.2.3",
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}, q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{u: u, q: q, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- u.Run(ctx) }()
+	r := &running{u: u, q: q, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = u.Run(ctx)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -305,19 +313,8 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal("New = nil error")
 	}
 	for _, want := range []string{"device id", "scheme must be mqtt or tls", "QoS must be", "backoff max", "no queue"} {
-		if !contains(err.Error(), want) {
+		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) > 0 && slices.ContainsFunc([]int{0}, func(int) bool { return indexOf(s, sub) >= 0 }) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }

@@ -89,7 +89,9 @@ func New(opts Options) http.Handler {
 	if opts.Extra != nil {
 		opts.Extra(r)
 	}
-	r.NoRoute(func(c *gin.Context) { fail(c, http.StatusNotFound, "not_found", "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path) })
+	r.NoRoute(func(c *gin.Context) {
+		fail(c, http.StatusNotFound, "not_found", "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path)
+	})
 	r.NoMethod(func(c *gin.Context) {
 		fail(c, http.StatusMethodNotAllowed, "method_not_allowed", c.Request.Method+" is not allowed on "+c.Request.URL.Path)
 	})
@@ -167,8 +169,16 @@ func bind(c *gin.Context, v any) bool {
 	dec := json.NewDecoder(c.Request.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("data after the JSON object")
+	if err == nil {
+		// Anything but the end of the body after the object is an error,
+		// including a lone '}' or ']' (which Decoder.More does not see).
+		if extra := dec.Decode(&struct{}{}); extra != io.EOF {
+			err = errors.New("data after the JSON object")
+			var tooBig *http.MaxBytesError
+			if errors.As(extra, &tooBig) {
+				err = extra
+			}
+		}
 	}
 	if err == nil {
 		return true
@@ -188,7 +198,8 @@ func bind(c *gin.Context, v any) bool {
 func (a *api) readyz(c *gin.Context) {
 	if a.Ready != nil {
 		if err := a.Ready(c.Request.Context()); err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "reason": err.Error()})
+			a.logger.Warn("not ready", "err", err)
+			fail(c, http.StatusServiceUnavailable, "unavailable", "the hub is not ready; its log has the cause")
 			return
 		}
 	}

@@ -195,8 +195,8 @@ const deviceCols = "id, labels, created_at, joined_at, online, last_seen, agent_
 
 func scanDevice(sc interface{ Scan(...any) error }) (store.Device, error) {
 	var (
-		d                               store.Device
-		labels                          string
+		d                             store.Device
+		labels                        string
 		created, joined, online, seen int64
 	)
 	if err := sc.Scan(&d.ID, &labels, &created, &joined, &online, &seen, &d.AgentVersion); err != nil {
