@@ -135,7 +135,7 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 	defer ticker.Stop()
 	// check is reused for every point so that validating costs no allocation.
 	check := &outpostv1.TelemetryBatch{SeqFirst: 1, Points: make([]*outpostv1.Point, 1)}
-	failing := false
+	failing, warnedInvalid := false, false
 	panicsInARow := 0
 	for {
 		now := c.opts.Now()
@@ -184,7 +184,11 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 			check.Points[0] = p
 			if err := protocol.ValidateTelemetry(check, now); err != nil {
 				c.invalid.Add(1)
-				log.Debug("dropping invalid point", "err", err)
+				level := slog.LevelDebug
+				if !warnedInvalid {
+					level, warnedInvalid = slog.LevelWarn, true
+				}
+				log.Log(ctx, level, "dropping a point the hub would refuse; further ones are logged at debug level", "err", err)
 				continue
 			}
 			select {

@@ -383,11 +383,17 @@ const header = `# outpost-agent configuration. It holds the MQTT password: keep 
 // file in the same directory, syncs it and renames it over path, so a crash
 // leaves either the old file or the new one.
 func (c Config) Save(path string) error {
-	body, err := yaml.Marshal(c)
-	if err != nil {
+	var buf bytes.Buffer
+	buf.WriteString(header)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
 		return fmt.Errorf("encoding config: %w", err)
 	}
-	if err := atomicfile.Write(path, append([]byte(header), body...), 0o600); err != nil {
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encoding config: %w", err)
+	}
+	if err := atomicfile.Write(path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("saving config: %w", err)
 	}
 	return nil

@@ -2,15 +2,10 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 )
-
-// ErrNotHead is returned by Done for a batch that is not the one Next
-// returned last (for example because it was dropped meanwhile).
-var ErrNotHead = errors.New("batch is not the head of the queue")
 
 // Stats are a queue's counters.
 type Stats struct {
@@ -39,14 +34,14 @@ type Memory struct {
 	ready chan struct{}
 }
 
-// NewMemory returns a queue holding at most maxBatches waiting batches (at least
-// 1); the batch in flight does not count, so it is never dropped.
+// NewMemory returns a queue holding at most maxBatches waiting batches (at
+// least 1); the batch in flight does not count, so it is never dropped.
 func NewMemory(maxBatches int) *Memory {
 	return &Memory{max: max(1, maxBatches), ready: make(chan struct{}, 1)}
 }
 
-// Put appends b. When the queue's maximum of batches are already waiting the oldest waiting
-// one is dropped and counted. It never blocks and never fails.
+// Put appends b. When the queue is full the oldest waiting batch is dropped
+// and counted. It never blocks and never fails.
 func (q *Memory) Put(_ context.Context, b *outpostv1.TelemetryBatch) error {
 	q.mu.Lock()
 	waiting := len(q.items)

@@ -10,6 +10,6 @@
 // restart at the stored ceiling: numbers may be skipped, never reused.
 //
 // Batches go to a Sink: today the in-memory queue, later the durable spool.
-// It imports the standard library, package protocol, the generated wire
-// types and atomicfile; it knows nothing about MQTT.
+// It imports the standard library, protobuf, package protocol, the
+// generated wire types and atomicfile; it knows nothing about MQTT.
 package report

@@ -85,6 +85,17 @@ type Uplink struct {
 	// qos is the QoS telemetry is published at on the current connection.
 	qos atomic.Uint32
 
+	connMu sync.Mutex // guards connCtx, connCancel, upWait and failures
+	// connCtx is live while a connection is up (from onUp to onDown).
+	// paho forgets an unacknowledged publish when a session ends, without
+	// telling the publisher, so publishes are bound to it to fail fast.
+	connCtx    context.Context
+	connCancel context.CancelFunc
+	// upWait is closed by the next onUp.
+	upWait chan struct{}
+	// failures counts failed connection attempts since the last success.
+	failures int
+
 	started                            atomic.Bool
 	connected                          atomic.Bool
 	connects, sent, acked, ackedPoints atomic.Uint64
@@ -149,6 +160,9 @@ func New(cfg Config, q Queue) (*Uplink, error) {
 		upCh: make(chan struct{}, 1),
 	}
 	up.qos.Store(uint32(cfg.QoS))
+	up.connCtx, up.connCancel = context.WithCancel(context.Background())
+	up.connCancel() // not connected yet
+	up.upWait = make(chan struct{})
 	return up, nil
 }
 
@@ -182,9 +196,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return err
 	}
 	// The connection outlives ctx a little, for the goodbye below.
-	connCtx, cancelConn := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelConn()
-	cm, err := autopaho.NewConnection(connCtx, u.clientConfig(will))
+	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMgr()
+	cm, err := autopaho.NewConnection(mgrCtx, u.clientConfig(will))
 	if err != nil {
 		return fmt.Errorf("starting MQTT connection: %w", err)
 	}
@@ -202,9 +216,12 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if err := cm.Disconnect(dctx); err != nil {
 		u.log.Warn("disconnecting from broker timed out", "err", err)
 	}
-	cancelConn()
+	stopMgr()
 	<-cm.Done()
 	u.connected.Store(false)
+	u.connMu.Lock()
+	u.connCancel()
+	u.connMu.Unlock()
 	return nil
 }
 
@@ -256,8 +273,16 @@ func (u *Uplink) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 		u.log.Warn("broker supports a lower QoS than configured; publishing at the broker's maximum", "configured", u.cfg.QoS, "used", qos)
 	}
 	u.qos.Store(uint32(qos))
+	u.connMu.Lock()
+	u.connCancel()
+	u.connCtx, u.connCancel = context.WithCancel(context.Background())
+	close(u.upWait)
+	u.upWait = make(chan struct{})
+	failures := u.failures
+	u.failures = 0
+	u.connMu.Unlock()
 	u.connected.Store(true)
-	u.log.Info("connected to broker", "url", u.url.Redacted())
+	u.log.Info("connected to broker", "url", u.url.Redacted(), "failed_attempts", failures)
 	select {
 	case u.upCh <- struct{}{}:
 	default:
@@ -268,11 +293,18 @@ func (u *Uplink) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 func (u *Uplink) onDown() bool {
 	u.bo.down()
 	u.connected.Store(false)
+	u.connMu.Lock()
+	u.connCancel()
+	u.connMu.Unlock()
 	u.log.Warn("connection to broker lost; reconnecting")
 	return true
 }
 
 func (u *Uplink) onConnectError(err error) {
+	u.connMu.Lock()
+	u.failures++
+	first := u.failures == 1
+	u.connMu.Unlock()
 	var ce *autopaho.ConnackError
 	if errors.As(err, &ce) {
 		hint := ""
@@ -283,7 +315,47 @@ func (u *Uplink) onConnectError(err error) {
 		u.log.Error("broker refused the connection", "reason_code", fmt.Sprintf("0x%02x", ce.ReasonCode), "reason", ce.Reason, "hint", hint)
 		return
 	}
-	u.log.Warn("connecting to broker failed; retrying", "url", u.url.Redacted(), "err", err)
+	// Only the first failure in a row is a warning: an unreachable broker
+	// is retried for as long as it takes, and that must not flood the log.
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelWarn
+	}
+	u.log.Log(context.Background(), level, "connecting to broker failed; retrying", "url", u.url.Redacted(), "err", err)
+}
+
+// awaitConn waits until a connection is up (onUp has run, so cm uses the
+// new connection) and returns the context that ends with it.
+func (u *Uplink) awaitConn(ctx context.Context, cm *autopaho.ConnectionManager) (context.Context, error) {
+	for {
+		u.connMu.Lock()
+		connCtx, wait := u.connCtx, u.upWait
+		u.connMu.Unlock()
+		if connCtx.Err() == nil {
+			return connCtx, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-cm.Done():
+			return nil, errors.New("MQTT connection manager stopped")
+		case <-wait:
+		}
+	}
+}
+
+// publish publishes p on the connection connCtx belongs to and gives up as
+// soon as that connection goes down.
+func (u *Uplink) publish(ctx, connCtx context.Context, cm *autopaho.ConnectionManager, p *paho.Publish) (*paho.PublishResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(connCtx, cancel)
+	defer stop()
+	pr, err := cm.Publish(ctx, p)
+	if err != nil && connCtx.Err() != nil {
+		err = fmt.Errorf("connection lost: %w", err)
+	}
+	return pr, err
 }
 
 func (u *Uplink) status(state outpostv1.Status_State, ts time.Time) ([]byte, error) {
@@ -305,8 +377,12 @@ func (u *Uplink) sendLoop(ctx context.Context, cm *autopaho.ConnectionManager) {
 			return // ctx is done
 		}
 		u.deliver(ctx, cm, b)
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return
+		case <-cm.Done(): // cannot happen before ctx ends; guards against a busy loop
+			return
+		default:
 		}
 	}
 }
@@ -322,14 +398,15 @@ func (u *Uplink) deliver(ctx context.Context, cm *autopaho.ConnectionManager, b 
 		return
 	}
 	for attempt := 0; ; attempt++ {
-		if err := cm.AwaitConnection(ctx); err != nil {
+		connCtx, err := u.awaitConn(ctx, cm)
+		if err != nil {
 			return
 		}
 		if attempt > 0 {
 			u.retries.Add(1)
 		}
 		u.sent.Add(1)
-		pr, err := cm.Publish(ctx, &paho.Publish{
+		pr, err := u.publish(ctx, connCtx, cm, &paho.Publish{
 			QoS:        byte(u.qos.Load()),
 			Topic:      protocol.TelemetryTopic(u.cfg.DeviceID),
 			Payload:    payload,
@@ -383,14 +460,11 @@ func (u *Uplink) birthLoop(ctx context.Context, cm *autopaho.ConnectionManager) 
 		}
 		for {
 			err := u.publishStatus(ctx, cm, outpostv1.Status_STATE_ONLINE)
-			if err == nil || ctx.Err() != nil {
-				break
+			if err == nil || ctx.Err() != nil || !u.connected.Load() {
+				break // done, stopping, or the next connection will try again
 			}
 			u.log.Warn("publishing the birth message failed; retrying", "err", err)
 			if !sleep(ctx, u.retryDelay()) {
-				return
-			}
-			if err := cm.AwaitConnection(ctx); err != nil {
 				return
 			}
 		}
@@ -409,6 +483,7 @@ func (u *Uplink) goodbye(cm *autopaho.ConnectionManager) {
 	}
 }
 
+// publishStatus publishes a retained status once a connection is up.
 func (u *Uplink) publishStatus(ctx context.Context, cm *autopaho.ConnectionManager, state outpostv1.Status_State) error {
 	payload, err := u.status(state, time.Now())
 	if err != nil {
@@ -416,7 +491,11 @@ func (u *Uplink) publishStatus(ctx context.Context, cm *autopaho.ConnectionManag
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
-	_, err = cm.Publish(ctx, &paho.Publish{
+	connCtx, err := u.awaitConn(ctx, cm)
+	if err != nil {
+		return fmt.Errorf("publishing %s status: %w", state, err)
+	}
+	_, err = u.publish(ctx, connCtx, cm, &paho.Publish{
 		QoS:        1,
 		Retain:     true,
 		Topic:      protocol.StatusTopic(u.cfg.DeviceID),
