@@ -17,7 +17,7 @@ build: ## build bin/outpost and the static bin/outpost-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost-agent ./cmd/outpost-agent
 
 test: ## run the whole test suite (race detector on)
-	$(GO) test $(RACE) -timeout 20m $(TESTFLAGS) ./...
+	$(GO) test $(RACE) -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 demo: build ## run a hub with 3 simulated devices on the embedded defaults
 	./bin/outpost demo $(DEMOFLAGS)

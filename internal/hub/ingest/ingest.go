@@ -104,6 +104,14 @@ func (s *Service) Handle(ctx context.Context, deviceID string, payload []byte, c
 	}
 	select {
 	case err = <-req.done:
+	case <-s.stopped:
+		// Run answers every request it took before it stopped; one queued
+		// after its last look is answered here.
+		select {
+		case err = <-req.done:
+		default:
+			return Result{}, ErrStopped
+		}
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
