@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/spf13/cobra"
 )
 
@@ -260,27 +261,7 @@ func saveLogin(s *savedLogin) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("saving login: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".login-*.json")
-	if err != nil {
-		return "", fmt.Errorf("saving login: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // No-op after a successful rename.
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("saving login: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("saving login: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("saving login: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("saving login: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := atomicfile.Write(p, data, 0o600); err != nil {
 		return "", fmt.Errorf("saving login: %w", err)
 	}
 	return p, nil

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/hub/auth"
 	"github.com/outpost-edge/outpost/internal/hub/broker"
 	"github.com/outpost-edge/outpost/internal/hub/device"
@@ -145,7 +146,7 @@ func (h *Hub) ensureAdmin(ctx context.Context) error {
 		return err
 	}
 	path := filepath.Join(h.cfg.DataDir, AdminPasswordFileName)
-	if err := writeSecretFile(path, pw+"\n"); err != nil {
+	if err := atomicfile.Write(path, []byte(pw+"\n"), 0o600); err != nil {
 		return fmt.Errorf("writing admin password: %w", err)
 	}
 	if err := h.store.CreateUser(ctx, AdminUser, hash, time.Now()); err != nil {
@@ -154,26 +155,6 @@ func (h *Hub) ensureAdmin(ctx context.Context) error {
 	h.adminPassword = pw
 	h.logger.Info("generated the admin password; it is in the file named here (mode 0600)", "user", AdminUser, "file", path)
 	return nil
-}
-
-func writeSecretFile(path, content string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func (h *Hub) ready(ctx context.Context) error {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/outpost-edge/outpost/internal/agent/atomicfile"
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 )
 
 // DefaultSeqBlock is how many sequence numbers Seq reserves with one write.
