@@ -113,11 +113,11 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	log := opts.Logger.With("device", cfg.DeviceID)
 	a := &Agent{cfg: cfg, opts: opts, log: log, points: make(chan *outpostv1.Point, 256)}
 
-	inputs, err := sources(cfg)
+	inputs, err := collect.FromConfig(cfg.DeviceID, cfg.Sources)
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
-	if a.collector, err = collect.New(inputs, a.points, collect.Options{Logger: log}); err != nil {
+	if a.collector, err = collect.New(inputs, chanSink(a.points), collect.Options{Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
 	a.queue = queue.NewMemory(cfg.Telemetry.QueueMaxBatches)
@@ -138,29 +138,6 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
 	return a, nil
-}
-
-func sources(cfg config.Config) ([]collect.Input, error) {
-	var inputs []collect.Input
-	for _, s := range cfg.Sources {
-		var src collect.Source
-		switch s.Type {
-		case config.SourceTypeSim:
-			seed := uint64(s.Sim.Seed)
-			if seed == 0 {
-				seed = collect.SimSeed(cfg.DeviceID, s.Name)
-			}
-			sim, err := collect.NewSim(s.Sim.Kind, seed)
-			if err != nil {
-				return nil, fmt.Errorf("source %s: %w", s.Name, err)
-			}
-			src = sim
-		default:
-			return nil, fmt.Errorf("source %s: unknown type %q", s.Name, s.Type)
-		}
-		inputs = append(inputs, collect.Input{Name: s.Name, Interval: s.Interval.D(), Source: src})
-	}
-	return inputs, nil
 }
 
 // Run runs the agent until ctx is done and returns once every goroutine it
@@ -219,7 +196,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer stopUplink()
 		return batcher.Run(context.WithoutCancel(ctx), a.points)
 	})
-	g.Go(func() error { return a.collector.Run(gctx) })
+	g.Go(func() error {
+		defer close(a.points)
+		return a.collector.Run(gctx)
+	})
 	if ln != nil {
 		srv := &http.Server{
 			Handler:           a.Handler(),
@@ -280,4 +260,20 @@ func (a *Agent) Stats() Stats {
 		s.BatchesCreated = b.Stats().Batches
 	}
 	return s
+}
+
+// chanSink hands collected points to the batcher. It is the stand-in for the
+// durable spool: Append returns once the batcher has the points, not once
+// they are on disk.
+type chanSink chan<- *outpostv1.Point
+
+func (c chanSink) Append(ctx context.Context, points []*outpostv1.Point) error {
+	for _, p := range points {
+		select {
+		case c <- p:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

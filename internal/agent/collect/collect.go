@@ -25,6 +25,15 @@ type Source interface {
 	Collect(ctx context.Context, now time.Time) ([]*outpostv1.Point, error)
 }
 
+// Sink takes the points of one read durably: Append returns nil only once
+// the points are stored (in the agent, in the spool), which is when a point
+// counts as accepted from its source. Append is called concurrently from
+// every source's goroutine; an implementation coalesces concurrent calls
+// (group commit) rather than serializing them.
+type Sink interface {
+	Append(ctx context.Context, points []*outpostv1.Point) error
+}
+
 // Input is a Source with the name and the interval it is read at.
 type Input struct {
 	// Name is the sensor name of the points the source leaves unnamed.
@@ -63,7 +72,7 @@ type Stats struct {
 // Collector runs a set of sources and sends their points to one channel.
 type Collector struct {
 	inputs []Input
-	out    chan<- *outpostv1.Point
+	sink   Sink
 	opts   Options
 	log    *slog.Logger
 
@@ -72,9 +81,8 @@ type Collector struct {
 	points, invalid, errs, panics atomic.Uint64
 }
 
-// New returns a Collector that reads inputs and sends points to out. Run
-// closes out when it returns.
-func New(inputs []Input, out chan<- *outpostv1.Point, opts Options) (*Collector, error) {
+// New returns a Collector that reads inputs and appends their points to sink.
+func New(inputs []Input, sink Sink, opts Options) (*Collector, error) {
 	var errs []error
 	for i, in := range inputs {
 		if err := protocol.ValidSensorName(in.Name); err != nil {
@@ -87,8 +95,8 @@ func New(inputs []Input, out chan<- *outpostv1.Point, opts Options) (*Collector,
 			errs = append(errs, fmt.Errorf("input %d (%s): no source", i, in.Name))
 		}
 	}
-	if out == nil {
-		errs = append(errs, errors.New("no output channel"))
+	if sink == nil {
+		errs = append(errs, errors.New("no sink"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating collector: %w", err)
@@ -105,7 +113,7 @@ func New(inputs []Input, out chan<- *outpostv1.Point, opts Options) (*Collector,
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Collector{inputs: inputs, out: out, opts: opts, log: opts.Logger.With("component", "collect")}, nil
+	return &Collector{inputs: inputs, sink: sink, opts: opts, log: opts.Logger.With("component", "collect")}, nil
 }
 
 // Stats returns the counters. It is safe to call at any time.
@@ -114,13 +122,11 @@ func (c *Collector) Stats() Stats {
 }
 
 // Run reads every input until ctx is done, then waits for the per-source
-// goroutines to exit, closes the output channel and returns nil. It may be
-// called once.
+// goroutines to exit and returns nil. It may be called once.
 func (c *Collector) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("collector: Run called twice")
 	}
-	defer close(c.out)
 	var wg sync.WaitGroup
 	for _, in := range c.inputs {
 		wg.Go(func() { c.runInput(ctx, in) })
@@ -171,6 +177,7 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 				failing = false
 			}
 		}
+		valid := points[:0]
 		for _, p := range points {
 			if p == nil {
 				continue
@@ -191,11 +198,17 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 				log.Log(ctx, level, "dropping a point the hub would refuse; further ones are logged at debug level", "err", err)
 				continue
 			}
-			select {
-			case c.out <- p:
-				c.points.Add(1)
-			case <-ctx.Done():
-				return
+			valid = append(valid, p)
+		}
+		if len(valid) > 0 {
+			if err := c.sink.Append(ctx, valid); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.errs.Add(1)
+				log.Error("storing points failed; they are lost", "points", len(valid), "err", err)
+			} else {
+				c.points.Add(uint64(len(valid)))
 			}
 		}
 		select {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,9 +50,9 @@ func TestCollectorIsolatesFailingSources(t *testing.T) {
 			return []*outpostv1.Point{a, b}, nil
 		})},
 	}
-	out := make(chan *outpostv1.Point, 16)
+	sink := &recordingSink{}
 	start := time.UnixMilli(1764086400000)
-	c, err := New(sources, out, Options{PanicBackoff: time.Millisecond, Now: func() time.Time { return start }})
+	c, err := New(sources, sink, Options{PanicBackoff: time.Millisecond, Now: func() time.Time { return start }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,18 +61,19 @@ func TestCollectorIsolatesFailingSources(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 
 	seen := map[string]int{}
-	testutil.Eventually(t, 5*time.Second, func() error {
-		for {
-			select {
-			case p := <-out:
-				seen[p.GetSensor()]++
-				if p.GetTsUnixMs() != start.UnixMilli() {
-					return fmt.Errorf("point %v has no timestamp", p)
-				}
-				continue
-			default:
+	count := func() error {
+		clear(seen)
+		for _, p := range sink.all() {
+			seen[p.GetSensor()]++
+			if p.GetTsUnixMs() != start.UnixMilli() {
+				return fmt.Errorf("point %v has no timestamp", p)
 			}
-			break
+		}
+		return nil
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if err := count(); err != nil {
+			return err
 		}
 		if seen["good"] < 3 || seen["flaky"] < 3 || seen["multi/a"] < 3 {
 			return fmt.Errorf("points so far: %v", seen)
@@ -79,10 +81,11 @@ func TestCollectorIsolatesFailingSources(t *testing.T) {
 		return nil
 	})
 	cancel()
-	for range out { // Run closes out once every source goroutine has stopped.
-	}
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
+	}
+	if err := count(); err != nil {
+		t.Fatal(err)
 	}
 	if seen["multi/b"] != 0 || seen["multi"] != 0 {
 		t.Errorf("invalid or misnamed points were sent: %v", seen)
@@ -101,9 +104,28 @@ func TestNewRejectsBadInputs(t *testing.T) {
 	if err == nil {
 		t.Fatal("New = nil error")
 	}
-	for _, want := range []string{"bad_name", "interval must be positive", "no source", "no output channel"} {
+	for _, want := range []string{"bad_name", "interval must be positive", "no source", "no sink"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
+}
+
+// recordingSink keeps every appended point.
+type recordingSink struct {
+	mu     sync.Mutex
+	points []*outpostv1.Point
+}
+
+func (r *recordingSink) Append(_ context.Context, pts []*outpostv1.Point) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.points = append(r.points, pts...)
+	return nil
+}
+
+func (r *recordingSink) all() []*outpostv1.Point {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*outpostv1.Point(nil), r.points...)
 }

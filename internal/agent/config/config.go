@@ -41,6 +41,8 @@ type Config struct {
 	// absent the agent reads three simulated sensors (temperature, humidity
 	// and vibration, every second); an empty list means no sensors.
 	Sources []Source `yaml:"sources"`
+	// Spool is the durable on-disk queue between sources and the uplink (key spool).
+	Spool Spool `yaml:"spool"`
 	// HTTP is the optional local HTTP server for /healthz and /metrics (key http).
 	HTTP HTTP `yaml:"http"`
 }
@@ -95,33 +97,6 @@ type Telemetry struct {
 	QueueMaxBatches int `yaml:"queue_max_batches"`
 }
 
-// Source configures one sensor.
-type Source struct {
-	// Name is the sensor name its points carry (key sources[].name): 1 to
-	// 128 of A-Z a-z 0-9 - _ . : / and unique within the agent.
-	Name string `yaml:"name"`
-	// Type is the kind of source (key sources[].type). Only "sim", a
-	// simulated sensor, exists so far.
-	Type string `yaml:"type"`
-	// Interval is how often the source is read (key sources[].interval),
-	// at least 10ms. Default 1s.
-	Interval Duration `yaml:"interval"`
-	// Sim configures a source of type sim (key sources[].sim).
-	Sim *Sim `yaml:"sim,omitempty"`
-}
-
-// Sim configures a simulated sensor.
-type Sim struct {
-	// Kind is what is simulated (key sources[].sim.kind): "temperature"
-	// (°C, about 20 to 25 with slow drift), "humidity" (%, 30 to 70) or
-	// "vibration" (mm/s RMS, mostly below 1 with occasional spikes).
-	Kind string `yaml:"kind"`
-	// Seed makes the simulated values repeatable (key sources[].sim.seed).
-	// 0, the default, derives a seed from the device id and sensor name, so
-	// different devices produce different but stable series.
-	Seed int64 `yaml:"seed,omitempty"`
-}
-
 // HTTP configures the local HTTP server.
 type HTTP struct {
 	// Listen is the address of the local HTTP server serving /healthz and
@@ -130,18 +105,6 @@ type HTTP struct {
 	// no authentication.
 	Listen string `yaml:"listen"`
 }
-
-// The source types and simulated kinds Validate accepts.
-const (
-	SourceTypeSim = "sim"
-
-	SimTemperature = "temperature"
-	SimHumidity    = "humidity"
-	SimVibration   = "vibration"
-)
-
-// MinSourceInterval is the shortest interval a source may be read at.
-const MinSourceInterval = 10 * time.Millisecond
 
 // Default returns the configuration used for every key agent.yaml leaves
 // out. It has no device id, so it does not validate on its own.
@@ -161,17 +124,8 @@ func Default() Config {
 			QueueMaxBatches: 1000,
 		},
 		Sources: DefaultSources(),
+		Spool:   DefaultSpool(),
 	}
-}
-
-// DefaultSources returns the sources an agent reads when its configuration
-// names none: simulated temperature, humidity and vibration every second.
-func DefaultSources() []Source {
-	var out []Source
-	for _, k := range []string{SimTemperature, SimHumidity, SimVibration} {
-		out = append(out, Source{Name: k, Type: SourceTypeSim, Interval: Duration(time.Second), Sim: &Sim{Kind: k}})
-	}
-	return out
 }
 
 // MQTTUsername returns the username to connect with: MQTT.Username, or the
@@ -235,34 +189,11 @@ func (c Config) Validate() error {
 		add("telemetry.queue_max_batches: must be at least 1, got %d", t.QueueMaxBatches)
 	}
 
-	seen := make(map[string]bool, len(c.Sources))
-	for i, s := range c.Sources {
-		key := fmt.Sprintf("sources[%d]", i)
-		if err := protocol.ValidSensorName(s.Name); err != nil {
-			add("%s.name: %w", key, err)
-		} else if seen[s.Name] {
-			add("%s.name: %q is used by another source", key, s.Name)
-		}
-		seen[s.Name] = true
-		if s.Interval.D() < MinSourceInterval {
-			add("%s.interval: must be at least %s, got %s", key, MinSourceInterval, s.Interval)
-		}
-		switch s.Type {
-		case SourceTypeSim:
-			if s.Sim == nil {
-				add("%s.sim: missing; a sim source needs e.g. sim: {kind: temperature}", key)
-				break
-			}
-			switch s.Sim.Kind {
-			case SimTemperature, SimHumidity, SimVibration:
-			default:
-				add("%s.sim.kind: must be %s, %s or %s, got %q", key, SimTemperature, SimHumidity, SimVibration, s.Sim.Kind)
-			}
-		case "":
-			add("%s.type: missing; the only type so far is %q", key, SourceTypeSim)
-		default:
-			add("%s.type: unknown type %q; the only type so far is %q", key, s.Type, SourceTypeSim)
-		}
+	for _, err := range validateSources(c.Sources) {
+		errs = append(errs, err)
+	}
+	for _, err := range c.Spool.validate() {
+		errs = append(errs, err)
 	}
 
 	if c.HTTP.Listen != "" {
