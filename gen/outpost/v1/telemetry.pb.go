@@ -262,10 +262,13 @@ func (*Point_Flag) isPoint_Value() {}
 // Status is the payload of outpost/v1/devices/{id}/status: the agent's birth
 // message (online) and last will (offline), published retained.
 type Status struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         Status_State           `protobuf:"varint,1,opt,name=state,proto3,enum=outpost.v1.Status_State" json:"state,omitempty"`
-	TsUnixMs      int64                  `protobuf:"varint,2,opt,name=ts_unix_ms,json=tsUnixMs,proto3" json:"ts_unix_ms,omitempty"`
-	AgentVersion  string                 `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	State        Status_State           `protobuf:"varint,1,opt,name=state,proto3,enum=outpost.v1.Status_State" json:"state,omitempty"`
+	TsUnixMs     int64                  `protobuf:"varint,2,opt,name=ts_unix_ms,json=tsUnixMs,proto3" json:"ts_unix_ms,omitempty"`
+	AgentVersion string                 `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// spool describes the agent's store-and-forward queue when the status was
+	// sent; absent from agents without one and from the last will.
+	Spool         *SpoolStats `protobuf:"bytes,4,opt,name=spool,proto3" json:"spool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,6 +324,87 @@ func (x *Status) GetAgentVersion() string {
 	return ""
 }
 
+func (x *Status) GetSpool() *SpoolStats {
+	if x != nil {
+		return x.Spool
+	}
+	return nil
+}
+
+// SpoolStats is a snapshot of an agent's durable queue.
+type SpoolStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// points waiting to be acknowledged by the hub.
+	Points uint64 `protobuf:"varint,1,opt,name=points,proto3" json:"points,omitempty"`
+	// bytes the spool file holds.
+	Bytes uint64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// dropped counts points removed unsent by the overflow policy or max age,
+	// since the spool was created.
+	Dropped uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// oldest_unix_ms is the timestamp of the oldest waiting point; 0 if none.
+	OldestUnixMs  int64 `protobuf:"varint,4,opt,name=oldest_unix_ms,json=oldestUnixMs,proto3" json:"oldest_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpoolStats) Reset() {
+	*x = SpoolStats{}
+	mi := &file_outpost_v1_telemetry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpoolStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpoolStats) ProtoMessage() {}
+
+func (x *SpoolStats) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_telemetry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpoolStats.ProtoReflect.Descriptor instead.
+func (*SpoolStats) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_telemetry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SpoolStats) GetPoints() uint64 {
+	if x != nil {
+		return x.Points
+	}
+	return 0
+}
+
+func (x *SpoolStats) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SpoolStats) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *SpoolStats) GetOldestUnixMs() int64 {
+	if x != nil {
+		return x.OldestUnixMs
+	}
+	return 0
+}
+
 var File_outpost_v1_telemetry_proto protoreflect.FileDescriptor
 
 const file_outpost_v1_telemetry_proto_rawDesc = "" +
@@ -338,16 +422,23 @@ const file_outpost_v1_telemetry_proto_rawDesc = "" +
 	"\x03num\x18\x03 \x01(\x01H\x00R\x03num\x12\x12\n" +
 	"\x03str\x18\x04 \x01(\tH\x00R\x03str\x12\x14\n" +
 	"\x04flag\x18\x05 \x01(\bH\x00R\x04flagB\a\n" +
-	"\x05value\"\xc0\x01\n" +
+	"\x05value\"\xee\x01\n" +
 	"\x06Status\x12.\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x18.outpost.v1.Status.StateR\x05state\x12\x1c\n" +
 	"\n" +
 	"ts_unix_ms\x18\x02 \x01(\x03R\btsUnixMs\x12#\n" +
-	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"C\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12,\n" +
+	"\x05spool\x18\x04 \x01(\v2\x16.outpost.v1.SpoolStatsR\x05spool\"C\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_ONLINE\x10\x01\x12\x11\n" +
-	"\rSTATE_OFFLINE\x10\x02B:Z8github.com/outpost-edge/outpost/gen/outpost/v1;outpostv1b\x06proto3"
+	"\rSTATE_OFFLINE\x10\x02\"z\n" +
+	"\n" +
+	"SpoolStats\x12\x16\n" +
+	"\x06points\x18\x01 \x01(\x04R\x06points\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\x12$\n" +
+	"\x0eoldest_unix_ms\x18\x04 \x01(\x03R\foldestUnixMsB:Z8github.com/outpost-edge/outpost/gen/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_telemetry_proto_rawDescOnce sync.Once
@@ -362,21 +453,23 @@ func file_outpost_v1_telemetry_proto_rawDescGZIP() []byte {
 }
 
 var file_outpost_v1_telemetry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_outpost_v1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_outpost_v1_telemetry_proto_goTypes = []any{
 	(Status_State)(0),      // 0: outpost.v1.Status.State
 	(*TelemetryBatch)(nil), // 1: outpost.v1.TelemetryBatch
 	(*Point)(nil),          // 2: outpost.v1.Point
 	(*Status)(nil),         // 3: outpost.v1.Status
+	(*SpoolStats)(nil),     // 4: outpost.v1.SpoolStats
 }
 var file_outpost_v1_telemetry_proto_depIdxs = []int32{
 	2, // 0: outpost.v1.TelemetryBatch.points:type_name -> outpost.v1.Point
 	0, // 1: outpost.v1.Status.state:type_name -> outpost.v1.Status.State
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: outpost.v1.Status.spool:type_name -> outpost.v1.SpoolStats
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_telemetry_proto_init() }
@@ -395,7 +488,7 @@ func file_outpost_v1_telemetry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_telemetry_proto_rawDesc), len(file_outpost_v1_telemetry_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
