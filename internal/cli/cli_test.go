@@ -340,6 +340,19 @@ func TestDevicesShowAndRemove(t *testing.T) {
 		}
 	}
 
+	if regexp.MustCompile(`(?m)^Spool`).MatchString(out) {
+		t.Errorf("show prints spool lines for a device that never reported:\n%s", out)
+	}
+	h.addDevice(&fakeDevice{ID: "pump-8", Spool: map[string]any{"points": 1200, "bytes": 65536, "dropped": 7,
+		"oldest": "2026-11-25T10:00:00Z", "reported_at": "2026-11-25T10:05:00Z"}})
+	out = mustRun(t, "devices", "show", "pump-8")
+	for _, re := range []string{`(?m)^Spool depth:\s+1200 points, 65536 bytes$`, `(?m)^Spool dropped:\s+7$`,
+		`(?m)^Spool backlog:\s+oldest from 2026-11-25T10:00:00Z`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("show output does not match %s:\n%s", re, out)
+		}
+	}
+
 	out = mustRun(t, "devices", "rm", "pump-7")
 	if out != "deleted device pump-7\n" {
 		t.Errorf("rm output = %q", out)

@@ -20,6 +20,16 @@ type device struct {
 	Online       bool              `json:"online"`
 	LastSeen     apiTime           `json:"last_seen"`
 	AgentVersion string            `json:"agent_version"`
+	Spool        *spoolReport      `json:"spool"`
+}
+
+// spoolReport is the agent's last report of its store-and-forward backlog.
+type spoolReport struct {
+	Points     uint64  `json:"points"`
+	Bytes      uint64  `json:"bytes"`
+	Dropped    uint64  `json:"dropped"`
+	Oldest     apiTime `json:"oldest"`
+	ReportedAt apiTime `json:"reported_at"`
 }
 
 // joinResponse is the body of POST /api/v1/devices and of
@@ -213,7 +223,7 @@ func newDevicesShowCmd(g *globals) *cobra.Command {
 			if agent == "" {
 				agent = "-"
 			}
-			return writeFields(g.stdout, [][2]string{
+			fields := [][2]string{
 				{"ID", d.ID},
 				{"Labels", formatLabels(d.Labels)},
 				{"Created", withAge(d.CreatedAt.Time)},
@@ -221,7 +231,20 @@ func newDevicesShowCmd(g *globals) *cobra.Command {
 				{"Online", yesNo(d.Online)},
 				{"Last seen", withAge(d.LastSeen.Time)},
 				{"Agent version", agent},
-			})
+			}
+			if sp := d.Spool; sp != nil {
+				backlog := "none"
+				if !sp.Oldest.IsZero() {
+					backlog = "oldest from " + withAge(sp.Oldest.Time)
+				}
+				fields = append(fields,
+					[2]string{"Spool depth", fmt.Sprintf("%d points, %d bytes", sp.Points, sp.Bytes)},
+					[2]string{"Spool dropped", fmt.Sprint(sp.Dropped)},
+					[2]string{"Spool backlog", backlog},
+					[2]string{"Spool reported", withAge(sp.ReportedAt.Time)},
+				)
+			}
+			return writeFields(g.stdout, fields)
 		},
 	}
 }

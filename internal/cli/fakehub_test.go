@@ -38,6 +38,7 @@ type fakeDevice struct {
 	Online       bool              `json:"online"`
 	LastSeen     *time.Time        `json:"last_seen,omitempty"`
 	AgentVersion string            `json:"agent_version,omitempty"`
+	Spool        map[string]any    `json:"spool,omitempty"`
 }
 
 func newFakeHub(t *testing.T) *fakeHub {

@@ -395,6 +395,10 @@ func TestPresence(t *testing.T) {
 		Online       bool       `json:"online"`
 		LastSeen     *time.Time `json:"last_seen"`
 		AgentVersion string     `json:"agent_version"`
+		Spool        *struct {
+			Points, Bytes, Dropped uint64
+			Oldest                 *time.Time
+		} `json:"spool"`
 	}
 	var d dev
 	h.api(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
@@ -402,13 +406,18 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("before connecting: %+v", d)
 	}
 	c := mustDial(t, h.MQTTAddr(), "pump-7", pass)
-	birth, _ := protocol.EncodeStatus(&outpostv1.Status{State: outpostv1.Status_STATE_ONLINE, AgentVersion: "1.2.3"})
+	oldest := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	birth, _ := protocol.EncodeStatus(&outpostv1.Status{State: outpostv1.Status_STATE_ONLINE, AgentVersion: "1.2.3",
+		Spool: &outpostv1.SpoolStats{Points: 42, Bytes: 4096, Dropped: 3, OldestUnixMs: oldest.UnixMilli()}})
 	if code := c.publish(t, protocol.StatusTopic("pump-7"), birth, ""); code != codeSuccess {
 		t.Fatalf("birth message: reason %#x", code)
 	}
 	h.api(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
 	if !d.Online || d.LastSeen == nil || d.AgentVersion != "1.2.3" {
 		t.Fatalf("after connecting: %+v", d)
+	}
+	if sp := d.Spool; sp == nil || sp.Points != 42 || sp.Bytes != 4096 || sp.Dropped != 3 || sp.Oldest == nil || !sp.Oldest.Equal(oldest) {
+		t.Fatalf("spool report not stored as sent: %+v", d.Spool)
 	}
 	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -21,9 +23,10 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, deviceID, password string) bool
 }
 
-// PresenceRecorder records connects and disconnects.
+// PresenceRecorder records connects, disconnects and agents' status reports.
 type PresenceRecorder interface {
 	SetPresence(ctx context.Context, deviceID string, online bool, agentVersion string)
+	ReportSpool(ctx context.Context, deviceID string, st store.SpoolStats)
 }
 
 // Ingester stores telemetry durably before returning.
@@ -230,8 +233,20 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		online := st.GetState() != outpostv1.Status_STATE_OFFLINE
 		h.opts.Presence.SetPresence(h.b.ctx, id, online && !cl.Closed(), st.GetAgentVersion())
+		if sp := st.GetSpool(); sp != nil {
+			h.opts.Presence.ReportSpool(h.b.ctx, id, store.SpoolStats{
+				Points: sp.GetPoints(), Bytes: sp.GetBytes(), Dropped: sp.GetDropped(), Oldest: msTime(sp.GetOldestUnixMs()),
+			})
+		}
 	}
 	return pk, nil
+}
+
+func msTime(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
 }
 
 func truncate(s string, n int) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -32,6 +33,8 @@ func (f *fakes) SetPresence(_ context.Context, id string, online bool, _ string)
 		f.presence = append(f.presence, online)
 	}
 }
+
+func (f *fakes) ReportSpool(context.Context, string, store.SpoolStats) {}
 
 func (f *fakes) Handle(context.Context, string, []byte, string) (ingest.Result, error) {
 	f.mu.Lock()

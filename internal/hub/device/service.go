@@ -25,6 +25,7 @@ type Store interface {
 	AddJoinToken(ctx context.Context, deviceID string, hash []byte, expires time.Time) error
 	RedeemJoinToken(ctx context.Context, hash []byte, now time.Time, secretHash []byte) (string, error)
 	SetPresence(ctx context.Context, p store.Presence) error
+	SetSpoolStats(ctx context.Context, id string, st store.SpoolStats) error
 }
 
 // Disconnector drops a device's live MQTT connection (after delete or re-join).
@@ -191,6 +192,14 @@ func (s *Service) SetPresence(ctx context.Context, id string, online bool, agent
 	err := s.store.SetPresence(ctx, store.Presence{DeviceID: id, Online: online, At: s.now(), AgentVersion: agentVersion})
 	if err != nil {
 		s.logger.Error("recording presence", "device", id, "online", online, "err", err)
+	}
+}
+
+// ReportSpool records the spool backlog an agent reported.
+func (s *Service) ReportSpool(ctx context.Context, id string, st store.SpoolStats) {
+	st.ReportedAt = s.now()
+	if err := s.store.SetSpoolStats(ctx, id, st); err != nil {
+		s.logger.Error("recording spool report", "device", id, "err", err)
 	}
 }
 

@@ -257,6 +257,16 @@ type deviceJSON struct {
 	Online       bool              `json:"online"`
 	LastSeen     *time.Time        `json:"last_seen,omitempty"`
 	AgentVersion string            `json:"agent_version,omitempty"`
+	Spool        *spoolJSON        `json:"spool,omitempty"`
+}
+
+// spoolJSON is the agent's last report of its store-and-forward backlog.
+type spoolJSON struct {
+	Points     uint64     `json:"points"`
+	Bytes      uint64     `json:"bytes"`
+	Dropped    uint64     `json:"dropped"`
+	Oldest     *time.Time `json:"oldest,omitempty"`
+	ReportedAt time.Time  `json:"reported_at"`
 }
 
 func toDeviceJSON(d store.Device) deviceJSON {
@@ -267,6 +277,13 @@ func toDeviceJSON(d store.Device) deviceJSON {
 	if !d.LastSeen.IsZero() {
 		t := d.LastSeen
 		out.LastSeen = &t
+	}
+	if sp := d.Spool; sp != nil {
+		out.Spool = &spoolJSON{Points: sp.Points, Bytes: sp.Bytes, Dropped: sp.Dropped, ReportedAt: sp.ReportedAt}
+		if !sp.Oldest.IsZero() {
+			t := sp.Oldest
+			out.Spool.Oldest = &t
+		}
 	}
 	return out
 }

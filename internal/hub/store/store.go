@@ -13,6 +13,20 @@ type Device struct {
 	// LastSeen is the last connect, disconnect or telemetry; zero if never.
 	LastSeen     time.Time
 	AgentVersion string
+	// Spool is the agent's last reported store-and-forward backlog; nil if
+	// it never reported one.
+	Spool *SpoolStats
+}
+
+// SpoolStats is an agent's report of its durable queue.
+type SpoolStats struct {
+	Points  uint64 // points waiting to reach the hub
+	Bytes   uint64 // size of the spool file
+	Dropped uint64 // points dropped unsent, since the spool was created
+	// Oldest is the timestamp of the oldest waiting point; zero if none.
+	Oldest time.Time
+	// ReportedAt is when the hub received the report.
+	ReportedAt time.Time
 }
 
 // Point is one stored telemetry point. Exactly one of Num, Str and Flag is

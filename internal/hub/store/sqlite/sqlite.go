@@ -58,6 +58,11 @@ var migrations = []string{
 		PRIMARY KEY (device_id, seq)
 	) WITHOUT ROWID;
 	CREATE INDEX telemetry_by_time ON telemetry(device_id, ts);`,
+	`ALTER TABLE devices ADD COLUMN spool_points INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE devices ADD COLUMN spool_bytes INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE devices ADD COLUMN spool_dropped INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE devices ADD COLUMN spool_oldest INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE devices ADD COLUMN spool_reported_at INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens (creating if needed) the database file at path and migrates it.
@@ -191,15 +196,19 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device) error {
 	return err
 }
 
-const deviceCols = "id, labels, created_at, joined_at, online, last_seen, agent_version"
+const deviceCols = "id, labels, created_at, joined_at, online, last_seen, agent_version, " +
+	"spool_points, spool_bytes, spool_dropped, spool_oldest, spool_reported_at"
 
 func scanDevice(sc interface{ Scan(...any) error }) (store.Device, error) {
 	var (
 		d                             store.Device
 		labels                        string
 		created, joined, online, seen int64
+		spPoints, spBytes, spDropped  int64
+		spOldest, spReported          int64
 	)
-	if err := sc.Scan(&d.ID, &labels, &created, &joined, &online, &seen, &d.AgentVersion); err != nil {
+	if err := sc.Scan(&d.ID, &labels, &created, &joined, &online, &seen, &d.AgentVersion,
+		&spPoints, &spBytes, &spDropped, &spOldest, &spReported); err != nil {
 		return d, err
 	}
 	if err := json.Unmarshal([]byte(labels), &d.Labels); err != nil {
@@ -209,6 +218,12 @@ func scanDevice(sc interface{ Scan(...any) error }) (store.Device, error) {
 	d.JoinedAt = msTime(joined)
 	d.Online = online != 0
 	d.LastSeen = msTime(seen)
+	if spReported != 0 {
+		d.Spool = &store.SpoolStats{
+			Points: uint64(spPoints), Bytes: uint64(spBytes), Dropped: uint64(spDropped),
+			Oldest: msTime(spOldest), ReportedAt: msTime(spReported),
+		}
+	}
 	return d, nil
 }
 
@@ -332,6 +347,14 @@ func (s *Store) SetPresence(ctx context.Context, p store.Presence) error {
 	return err
 }
 
+// SetSpoolStats records an agent's spool report.
+func (s *Store) SetSpoolStats(ctx context.Context, id string, st store.SpoolStats) error {
+	_, err := s.w.ExecContext(ctx,
+		`UPDATE devices SET spool_points = ?, spool_bytes = ?, spool_dropped = ?, spool_oldest = ?, spool_reported_at = ? WHERE id = ?`,
+		int64(st.Points), int64(st.Bytes), int64(st.Dropped), unixMs(st.Oldest), unixMs(st.ReportedAt), id)
+	return err
+}
+
 // InsertPoints stores points in one transaction, skipping any whose
 // (device, seq) is stored already, and moves each device's last_seen to at
 // least seen. It returns how many points were new.
@@ -437,6 +460,13 @@ func msTime(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()
+}
+
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 func boolInt(b bool) int {
