@@ -20,13 +20,115 @@ const (
 	ContentTypeJSON     = "application/json"
 )
 
-// EncodeTelemetry encodes b as protobuf, the agent's wire format.
+// EncodeTelemetry encodes b as protobuf, the agent's wire format, in the
+// compact form: each distinct sensor name is written once in sensor_table
+// and timestamps are deltas from the first point's. b is not modified.
 func EncodeTelemetry(b *outpostv1.TelemetryBatch) ([]byte, error) {
-	out, err := proto.Marshal(b)
+	out, err := proto.Marshal(compact(b))
 	if err != nil {
 		return nil, fmt.Errorf("encoding telemetry batch: %w", err)
 	}
 	return out, nil
+}
+
+// compact returns the compact form of a batch whose points name their
+// sensors and timestamps in full.
+func compact(b *outpostv1.TelemetryBatch) *outpostv1.TelemetryBatch {
+	pts := b.GetPoints()
+	c := &outpostv1.TelemetryBatch{Device: b.GetDevice(), SeqFirst: b.GetSeqFirst(), Points: make([]*outpostv1.Point, len(pts))}
+	if len(pts) > 0 {
+		c.TsBaseMs = pts[0].GetTsUnixMs()
+	}
+	refs := make(map[string]uint32)
+	prevTS := c.TsBaseMs
+	for i, p := range pts {
+		ref, ok := refs[p.GetSensor()]
+		if !ok {
+			c.SensorTable = append(c.SensorTable, p.GetSensor())
+			ref = uint32(len(c.SensorTable))
+			refs[p.GetSensor()] = ref
+		}
+		cp := &outpostv1.Point{SensorRef: ref, TsDeltaMs: p.GetTsUnixMs() - prevTS, Value: p.GetValue()}
+		prevTS = p.GetTsUnixMs()
+		if n, ok := p.GetValue().(*outpostv1.Point_Num); ok {
+			if d, exp, ok := toDecimal(n.Num); ok {
+				cp.Value, cp.DecimalExp = &outpostv1.Point_Decimal{Decimal: d}, exp
+			}
+		}
+		c.Points[i] = cp
+	}
+	return c
+}
+
+// maxDecimalExp is the largest power of ten a decimal value is divided by.
+const maxDecimalExp = 9
+
+var pow10 = [maxDecimalExp + 1]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
+
+// toDecimal finds the smallest exponent e such that v is exactly d / 10^e
+// for an integer d small enough to be exact in a float64, so that the
+// receiver reproduces v bit for bit.
+func toDecimal(v float64) (int64, uint32, bool) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v == 0 && math.Signbit(v) {
+		return 0, 0, false
+	}
+	for e, p := range pow10 {
+		s := math.Round(v * p)
+		if math.Abs(s) > 1<<53 {
+			return 0, 0, false
+		}
+		if s/p == v {
+			return int64(s), uint32(e), true
+		}
+	}
+	return 0, 0, false
+}
+
+// expand resolves the compact fields of a decoded batch in place, so that
+// every point names its sensor and time in full and the compact fields are
+// empty.
+func expand(b *outpostv1.TelemetryBatch) error {
+	table := b.GetSensorTable()
+	if len(table) > MaxPointsPerBatch {
+		return errorf(CodeTooManyPoints, "sensor table has %d names, the limit is %d", len(table), MaxPointsPerBatch)
+	}
+	prevTS := b.GetTsBaseMs()
+	for i, p := range b.GetPoints() {
+		if p == nil {
+			return errorf(CodeMalformed, "point %d is empty", i)
+		}
+		if ref := p.GetSensorRef(); ref != 0 {
+			if p.GetSensor() != "" {
+				return errorf(CodeBadName, "point %d has both sensor and sensor_ref", i)
+			}
+			if int(ref) > len(table) {
+				return errorf(CodeBadName, "point %d: sensor_ref %d is outside the sensor table of %d", i, ref, len(table))
+			}
+			p.Sensor, p.SensorRef = table[ref-1], 0
+		}
+		if dec, ok := p.GetValue().(*outpostv1.Point_Decimal); ok {
+			exp := p.GetDecimalExp()
+			if exp > maxDecimalExp || math.Abs(float64(dec.Decimal)) > 1<<53 {
+				return errorf(CodeBadValue, "point %d: decimal %d with exponent %d is out of range", i, dec.Decimal, exp)
+			}
+			p.Value, p.DecimalExp = &outpostv1.Point_Num{Num: float64(dec.Decimal) / pow10[exp]}, 0
+		} else if p.GetDecimalExp() != 0 {
+			return errorf(CodeBadValue, "point %d: decimal_exp without a decimal value", i)
+		}
+		if d := p.GetTsDeltaMs(); d != 0 || p.GetTsUnixMs() == 0 {
+			if p.GetTsUnixMs() != 0 {
+				return errorf(CodeBadTimestamp, "point %d has both ts_unix_ms and ts_delta_ms", i)
+			}
+			ts := prevTS + d
+			if (d > 0 && ts < prevTS) || (d < 0 && ts > prevTS) {
+				return errorf(CodeBadTimestamp, "point %d: timestamp delta overflows", i)
+			}
+			p.TsUnixMs, p.TsDeltaMs = ts, 0
+		}
+		prevTS = p.GetTsUnixMs()
+	}
+	b.SensorTable, b.TsBaseMs = nil, 0
+	return nil
 }
 
 // jsonBatch is the JSON form of a TelemetryBatch, meant for third-party
@@ -74,7 +176,8 @@ func EncodeTelemetryJSON(b *outpostv1.TelemetryBatch) ([]byte, error) {
 }
 
 // DecodeTelemetry decodes and validates a telemetry payload received on the
-// telemetry topic of topicDevice. contentType is the MQTT v5 content-type
+// telemetry topic of topicDevice. A payload that is a zstd frame (see
+// CompressZstd) is decompressed first, up to MaxDecompressedBytes. contentType is the MQTT v5 content-type
 // property; when it is empty the format is sniffed (JSON starts with '{',
 // which can never start a valid TelemetryBatch in protobuf). The returned
 // batch always has Device set to topicDevice. now bounds future timestamps.
@@ -86,6 +189,11 @@ func DecodeTelemetry(payload []byte, contentType, topicDevice string, now time.T
 		b   *outpostv1.TelemetryBatch
 		err error
 	)
+	if IsZstd(payload) {
+		if payload, err = decompress(payload); err != nil {
+			return nil, err
+		}
+	}
 	ct := strings.ToLower(strings.TrimSpace(contentType))
 	if mt, _, err := mime.ParseMediaType(ct); err == nil {
 		ct = mt // drop parameters such as "; charset=utf-8"
@@ -122,8 +230,16 @@ func looksLikeJSON(p []byte) bool {
 
 func decodeProto(payload []byte) (*outpostv1.TelemetryBatch, error) {
 	var b outpostv1.TelemetryBatch
-	if err := proto.Unmarshal(payload, &b); err != nil {
+	// Unknown fields (from a newer sender) are dropped: nothing downstream
+	// could store them.
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(payload, &b); err != nil {
 		return nil, errorf(CodeMalformed, "not a protobuf TelemetryBatch: %v", err)
+	}
+	if len(b.GetPoints()) > MaxPointsPerBatch {
+		return nil, errorf(CodeTooManyPoints, "batch has %d points, the limit is %d", len(b.GetPoints()), MaxPointsPerBatch)
+	}
+	if err := expand(&b); err != nil {
+		return nil, err
 	}
 	return &b, nil
 }

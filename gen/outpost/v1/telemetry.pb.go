@@ -83,8 +83,15 @@ type TelemetryBatch struct {
 	// any other value must equal it.
 	Device string `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
 	// seq_first is the sequence number of points[0]; it is at least 1.
-	SeqFirst      uint64   `protobuf:"varint,2,opt,name=seq_first,json=seqFirst,proto3" json:"seq_first,omitempty"`
-	Points        []*Point `protobuf:"bytes,3,rep,name=points,proto3" json:"points,omitempty"`
+	SeqFirst uint64   `protobuf:"varint,2,opt,name=seq_first,json=seqFirst,proto3" json:"seq_first,omitempty"`
+	Points   []*Point `protobuf:"bytes,3,rep,name=points,proto3" json:"points,omitempty"`
+	// sensor_table and ts_base_ms carry the compact form that EncodeTelemetry
+	// writes: a point may name its sensor by sensor_ref (index + 1 into
+	// sensor_table) and give its time as ts_delta_ms from the previous
+	// point's time (the first point's from ts_base_ms), which saves most of
+	// the bytes of a batch. Decoders expand both.
+	SensorTable   []string `protobuf:"bytes,4,rep,name=sensor_table,json=sensorTable,proto3" json:"sensor_table,omitempty"`
+	TsBaseMs      int64    `protobuf:"varint,5,opt,name=ts_base_ms,json=tsBaseMs,proto3" json:"ts_base_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +147,20 @@ func (x *TelemetryBatch) GetPoints() []*Point {
 	return nil
 }
 
+func (x *TelemetryBatch) GetSensorTable() []string {
+	if x != nil {
+		return x.SensorTable
+	}
+	return nil
+}
+
+func (x *TelemetryBatch) GetTsBaseMs() int64 {
+	if x != nil {
+		return x.TsBaseMs
+	}
+	return 0
+}
+
 // Point is one reading of one sensor.
 type Point struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -154,7 +175,16 @@ type Point struct {
 	//	*Point_Num
 	//	*Point_Str
 	//	*Point_Flag
-	Value         isPoint_Value `protobuf_oneof:"value"`
+	//	*Point_Decimal
+	Value isPoint_Value `protobuf_oneof:"value"`
+	// sensor_ref, if not 0, names the sensor as sensor_table[sensor_ref - 1]
+	// instead of sensor.
+	SensorRef uint32 `protobuf:"varint,6,opt,name=sensor_ref,json=sensorRef,proto3" json:"sensor_ref,omitempty"`
+	// ts_delta_ms, used when ts_unix_ms is 0, is the time relative to the
+	// previous point's (for the first point, to the batch's ts_base_ms).
+	TsDeltaMs int64 `protobuf:"zigzag64,7,opt,name=ts_delta_ms,json=tsDeltaMs,proto3" json:"ts_delta_ms,omitempty"`
+	// decimal_exp is the power of ten that divides decimal (0 to 9).
+	DecimalExp    uint32 `protobuf:"varint,9,opt,name=decimal_exp,json=decimalExp,proto3" json:"decimal_exp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +267,36 @@ func (x *Point) GetFlag() bool {
 	return false
 }
 
+func (x *Point) GetDecimal() int64 {
+	if x != nil {
+		if x, ok := x.Value.(*Point_Decimal); ok {
+			return x.Decimal
+		}
+	}
+	return 0
+}
+
+func (x *Point) GetSensorRef() uint32 {
+	if x != nil {
+		return x.SensorRef
+	}
+	return 0
+}
+
+func (x *Point) GetTsDeltaMs() int64 {
+	if x != nil {
+		return x.TsDeltaMs
+	}
+	return 0
+}
+
+func (x *Point) GetDecimalExp() uint32 {
+	if x != nil {
+		return x.DecimalExp
+	}
+	return 0
+}
+
 type isPoint_Value interface {
 	isPoint_Value()
 }
@@ -253,11 +313,20 @@ type Point_Flag struct {
 	Flag bool `protobuf:"varint,5,opt,name=flag,proto3,oneof"`
 }
 
+type Point_Decimal struct {
+	// decimal is a number sent as decimal × 10^-decimal_exp, which takes
+	// far fewer bytes than a double for typical sensor readings (21.73 is
+	// 2173 with exponent 2). Decoders turn it into num.
+	Decimal int64 `protobuf:"zigzag64,8,opt,name=decimal,proto3,oneof"`
+}
+
 func (*Point_Num) isPoint_Value() {}
 
 func (*Point_Str) isPoint_Value() {}
 
 func (*Point_Flag) isPoint_Value() {}
+
+func (*Point_Decimal) isPoint_Value() {}
 
 // Status is the payload of outpost/v1/devices/{id}/status: the agent's birth
 // message (online) and last will (offline), published retained.
@@ -410,18 +479,27 @@ var File_outpost_v1_telemetry_proto protoreflect.FileDescriptor
 const file_outpost_v1_telemetry_proto_rawDesc = "" +
 	"\n" +
 	"\x1aoutpost/v1/telemetry.proto\x12\n" +
-	"outpost.v1\"p\n" +
+	"outpost.v1\"\xb1\x01\n" +
 	"\x0eTelemetryBatch\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x1b\n" +
 	"\tseq_first\x18\x02 \x01(\x04R\bseqFirst\x12)\n" +
-	"\x06points\x18\x03 \x03(\v2\x11.outpost.v1.PointR\x06points\"\x84\x01\n" +
+	"\x06points\x18\x03 \x03(\v2\x11.outpost.v1.PointR\x06points\x12!\n" +
+	"\fsensor_table\x18\x04 \x03(\tR\vsensorTable\x12\x1c\n" +
+	"\n" +
+	"ts_base_ms\x18\x05 \x01(\x03R\btsBaseMs\"\x80\x02\n" +
 	"\x05Point\x12\x16\n" +
 	"\x06sensor\x18\x01 \x01(\tR\x06sensor\x12\x1c\n" +
 	"\n" +
 	"ts_unix_ms\x18\x02 \x01(\x03R\btsUnixMs\x12\x12\n" +
 	"\x03num\x18\x03 \x01(\x01H\x00R\x03num\x12\x12\n" +
 	"\x03str\x18\x04 \x01(\tH\x00R\x03str\x12\x14\n" +
-	"\x04flag\x18\x05 \x01(\bH\x00R\x04flagB\a\n" +
+	"\x04flag\x18\x05 \x01(\bH\x00R\x04flag\x12\x1a\n" +
+	"\adecimal\x18\b \x01(\x12H\x00R\adecimal\x12\x1d\n" +
+	"\n" +
+	"sensor_ref\x18\x06 \x01(\rR\tsensorRef\x12\x1e\n" +
+	"\vts_delta_ms\x18\a \x01(\x12R\ttsDeltaMs\x12\x1f\n" +
+	"\vdecimal_exp\x18\t \x01(\rR\n" +
+	"decimalExpB\a\n" +
 	"\x05value\"\xee\x01\n" +
 	"\x06Status\x12.\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x18.outpost.v1.Status.StateR\x05state\x12\x1c\n" +
@@ -481,6 +559,7 @@ func file_outpost_v1_telemetry_proto_init() {
 		(*Point_Num)(nil),
 		(*Point_Str)(nil),
 		(*Point_Flag)(nil),
+		(*Point_Decimal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
