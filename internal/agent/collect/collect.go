@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
+	"github.com/outpost-edge/outpost/internal/agent/report"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -18,9 +20,16 @@ import (
 //
 // Collect takes one set of readings at time now. A point with an empty
 // Sensor gets the name of the Input; a point with a zero TsUnixMs gets now.
-// The Collector calls Collect from a single goroutine, never concurrently
-// with itself, so implementations need no locking of their own state. It
-// should return promptly when ctx is done.
+// A Collect that fails may still return the points it did read along with
+// its error. The Collector calls Collect from a single goroutine, never
+// concurrently with itself, so implementations need no locking of their
+// own state. Collect must return promptly once ctx is done: ctx carries the
+// read's deadline, and a read that ignores it holds a slot of the poll pool.
+//
+// A Source that holds resources (a connection, idle HTTP connections)
+// acquires them in Collect and also implements io.Closer; the Collector
+// calls Close once, after the last Collect, when the source's goroutine
+// stops.
 type Source interface {
 	Collect(ctx context.Context, now time.Time) ([]*outpostv1.Point, error)
 }
@@ -29,7 +38,8 @@ type Source interface {
 // the points are stored (in the agent, in the spool), which is when a point
 // counts as accepted from its source. Append is called concurrently from
 // every source's goroutine; an implementation coalesces concurrent calls
-// (group commit) rather than serializing them.
+// (group commit) rather than serializing them. Append takes ownership of
+// the slice and the points.
 type Sink interface {
 	Append(ctx context.Context, points []*outpostv1.Point) error
 }
@@ -40,14 +50,34 @@ type Input struct {
 	Name string
 	// Interval is the time between two reads; it must be positive.
 	Interval time.Duration
+	// Timeout bounds one read: the ctx passed to Collect expires after
+	// it. 0, or more than Interval, means Interval.
+	Timeout time.Duration
 	// Source is what is read.
 	Source Source
+	// Strategy decides which readings are appended and when; nil means
+	// report.Realtime, every reading as soon as it is read. Each Input
+	// needs its own: a Strategy keeps per-source state.
+	Strategy report.Strategy
 }
+
+// Default values of Options.
+const (
+	DefaultMaxConcurrentPolls = 8
+	DefaultFlushTimeout       = 5 * time.Second
+)
 
 // Options tunes a Collector. The zero value is usable.
 type Options struct {
 	// Logger receives the collector's logs; nil discards them.
 	Logger *slog.Logger
+	// MaxConcurrentPolls caps how many sources are read at the same
+	// moment, across all inputs; a read waits for a free slot before it
+	// starts. Default DefaultMaxConcurrentPolls.
+	MaxConcurrentPolls int
+	// FlushTimeout bounds appending the points a strategy still holds
+	// when the collector stops. Default DefaultFlushTimeout.
+	FlushTimeout time.Duration
 	// PanicBackoff is the pause after a source panics, doubled for each
 	// further panic in a row up to MaxPanicBackoff. Default 1s.
 	PanicBackoff time.Duration
@@ -59,26 +89,32 @@ type Options struct {
 
 // Stats are the Collector's counters since it was created.
 type Stats struct {
-	// Points is how many valid points were sent downstream.
+	// Points is how many valid points were appended to the sink.
 	Points uint64
 	// Invalid is how many points were dropped for breaking the wire limits.
 	Invalid uint64
-	// Errors is how many Collect calls returned an error.
+	// Errors is how many Collect calls returned an error, plus how many
+	// Append calls failed.
 	Errors uint64
 	// Panics is how many Collect calls panicked.
 	Panics uint64
+	// PollWaits is how many reads waited for a free slot of the poll pool.
+	PollWaits uint64
 }
 
-// Collector runs a set of sources and sends their points to one channel.
+// Collector runs a set of sources, each in its own goroutine, and appends
+// their points to a Sink through each source's report strategy.
 type Collector struct {
 	inputs []Input
 	sink   Sink
 	opts   Options
 	log    *slog.Logger
+	// slots is the poll pool: a read holds one element while it runs.
+	slots chan struct{}
 
 	started atomic.Bool
 
-	points, invalid, errs, panics atomic.Uint64
+	points, invalid, errs, panics, pollWaits atomic.Uint64
 }
 
 // New returns a Collector that reads inputs and appends their points to sink.
@@ -91,6 +127,9 @@ func New(inputs []Input, sink Sink, opts Options) (*Collector, error) {
 		if in.Interval <= 0 {
 			errs = append(errs, fmt.Errorf("input %d (%s): interval must be positive", i, in.Name))
 		}
+		if in.Timeout < 0 {
+			errs = append(errs, fmt.Errorf("input %d (%s): timeout must not be negative", i, in.Name))
+		}
 		if in.Source == nil {
 			errs = append(errs, fmt.Errorf("input %d (%s): no source", i, in.Name))
 		}
@@ -98,11 +137,20 @@ func New(inputs []Input, sink Sink, opts Options) (*Collector, error) {
 	if sink == nil {
 		errs = append(errs, errors.New("no sink"))
 	}
+	if opts.MaxConcurrentPolls < 0 {
+		errs = append(errs, fmt.Errorf("max concurrent polls must not be negative, got %d", opts.MaxConcurrentPolls))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating collector: %w", err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxConcurrentPolls == 0 {
+		opts.MaxConcurrentPolls = DefaultMaxConcurrentPolls
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = DefaultFlushTimeout
 	}
 	if opts.PanicBackoff <= 0 {
 		opts.PanicBackoff = time.Second
@@ -113,16 +161,30 @@ func New(inputs []Input, sink Sink, opts Options) (*Collector, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Collector{inputs: inputs, sink: sink, opts: opts, log: opts.Logger.With("component", "collect")}, nil
+	return &Collector{
+		inputs: inputs,
+		sink:   sink,
+		opts:   opts,
+		log:    opts.Logger.With("component", "collect"),
+		slots:  make(chan struct{}, opts.MaxConcurrentPolls),
+	}, nil
 }
 
 // Stats returns the counters. It is safe to call at any time.
 func (c *Collector) Stats() Stats {
-	return Stats{Points: c.points.Load(), Invalid: c.invalid.Load(), Errors: c.errs.Load(), Panics: c.panics.Load()}
+	return Stats{
+		Points:    c.points.Load(),
+		Invalid:   c.invalid.Load(),
+		Errors:    c.errs.Load(),
+		Panics:    c.panics.Load(),
+		PollWaits: c.pollWaits.Load(),
+	}
 }
 
-// Run reads every input until ctx is done, then waits for the per-source
-// goroutines to exit and returns nil. It may be called once.
+// Run reads every input until ctx is done, then appends what the
+// strategies still hold (within Options.FlushTimeout, so the sink must
+// outlive Run), closes the sources that are io.Closers, waits for the
+// per-source goroutines to exit and returns nil. It may be called once.
 func (c *Collector) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("collector: Run called twice")
@@ -135,17 +197,53 @@ func (c *Collector) Run(ctx context.Context) error {
 	return nil
 }
 
+// runInput reads one input every interval until ctx is done.
 func (c *Collector) runInput(ctx context.Context, in Input) {
 	log := c.log.With("source", in.Name)
+	strategy := in.Strategy
+	if strategy == nil {
+		strategy = report.Realtime{}
+	}
+	timeout := in.Timeout
+	if timeout <= 0 || timeout > in.Interval {
+		timeout = in.Interval
+	}
+	defer func() {
+		// The last reads' points are still worth keeping: append them
+		// with a context of their own, since ctx is done.
+		if held := strategy.Flush(); len(held) > 0 {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FlushTimeout)
+			c.append(fctx, log, held)
+			cancel()
+		}
+		if cl, ok := in.Source.(io.Closer); ok {
+			if err := cl.Close(); err != nil {
+				log.Warn("closing source failed", "err", err)
+			}
+		}
+	}()
+
 	ticker := time.NewTicker(in.Interval)
 	defer ticker.Stop()
+	flushTimer := time.NewTimer(time.Hour)
+	flushTimer.Stop()
+	defer flushTimer.Stop()
 	// check is reused for every point so that validating costs no allocation.
 	check := &outpostv1.TelemetryBatch{SeqFirst: 1, Points: make([]*outpostv1.Point, 1)}
 	failing, warnedInvalid := false, false
 	panicsInARow := 0
 	for {
+		if !c.acquire(ctx) {
+			return
+		}
 		now := c.opts.Now()
-		points, err := c.collectOnce(ctx, in.Source, now)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		points, err := c.collectOnce(pctx, in.Source, now)
+		cancel()
+		<-c.slots
+		// pause is the backoff after a panic; nil when the next read is
+		// simply at the next tick.
+		var pause *time.Timer
 		var pe *PanicError
 		switch {
 		case errors.As(err, &pe):
@@ -154,19 +252,14 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 			wait := c.opts.PanicBackoff << min(panicsInARow-1, 20)
 			wait = min(wait, c.opts.MaxPanicBackoff)
 			log.Error("source panicked; retrying after a pause", "panic", pe.Value, "pause", wait, "stack", string(pe.Stack))
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			ticker.Reset(in.Interval)
-			continue
+			pause = time.NewTimer(wait)
 		case err != nil:
 			panicsInARow = 0
+			if ctx.Err() != nil {
+				return // the read was cut short by the shutdown, not a fault
+			}
 			c.errs.Add(1)
-			if !failing && ctx.Err() == nil {
+			if !failing {
 				log.Warn("reading source failed; will keep trying", "err", err)
 			}
 			failing = true
@@ -200,23 +293,83 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 			}
 			valid = append(valid, p)
 		}
-		if len(valid) > 0 {
-			if err := c.sink.Append(ctx, valid); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				c.errs.Add(1)
-				log.Error("storing points failed; they are lost", "points", len(valid), "err", err)
-			} else {
-				c.points.Add(uint64(len(valid)))
+		check.Points[0] = nil
+		ok := c.append(ctx, log, strategy.Offer(now, valid))
+		if ok {
+			next := ticker.C
+			if pause != nil {
+				next = pause.C
 			}
+			ok = c.wait(ctx, log, strategy, next, flushTimer)
+		}
+		if pause != nil {
+			pause.Stop()
+			ticker.Reset(in.Interval)
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// wait waits for next, appending what strategy holds whenever its deadline
+// comes first; flushTimer is the stopped timer it uses for that. It
+// returns false when ctx is done first.
+func (c *Collector) wait(ctx context.Context, log *slog.Logger, strategy report.Strategy, next <-chan time.Time, flushTimer *time.Timer) bool {
+	for {
+		var flushC <-chan time.Time
+		if d := strategy.Deadline(); !d.IsZero() {
+			flushTimer.Reset(max(d.Sub(c.opts.Now()), 0))
+			flushC = flushTimer.C
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-ticker.C:
+			flushTimer.Stop()
+			return false
+		case <-next:
+			flushTimer.Stop()
+			return true
+		case <-flushC:
+			if !c.append(ctx, log, strategy.Flush()) {
+				return false
+			}
 		}
 	}
+}
+
+// acquire takes a slot of the poll pool, waiting for one if need be. It
+// returns false, without a slot, when ctx is done first.
+func (c *Collector) acquire(ctx context.Context) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	c.pollWaits.Add(1)
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// append appends points to the sink and counts them. It returns false when
+// ctx is done, whether or not the points were stored.
+func (c *Collector) append(ctx context.Context, log *slog.Logger, points []*outpostv1.Point) bool {
+	if len(points) == 0 {
+		return ctx.Err() == nil
+	}
+	if err := c.sink.Append(ctx, points); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		c.errs.Add(1)
+		log.Error("storing points failed; they are lost", "points", len(points), "err", err)
+		return true
+	}
+	c.points.Add(uint64(len(points)))
+	return ctx.Err() == nil
 }
 
 // collectOnce calls s.Collect and turns a panic into a *PanicError.

@@ -111,16 +111,24 @@ func TestNewRejectsBadInputs(t *testing.T) {
 	}
 }
 
-// recordingSink keeps every appended point.
+// recordingSink keeps every appended point and the size of every Append.
 type recordingSink struct {
 	mu     sync.Mutex
 	points []*outpostv1.Point
+	// calls holds the sensor of the first point and the size of each Append.
+	calls []appendCall
+}
+
+type appendCall struct {
+	sensor string
+	n      int
 }
 
 func (r *recordingSink) Append(_ context.Context, pts []*outpostv1.Point) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.points = append(r.points, pts...)
+	r.calls = append(r.calls, appendCall{pts[0].GetSensor(), len(pts)})
 	return nil
 }
 
@@ -128,4 +136,51 @@ func (r *recordingSink) all() []*outpostv1.Point {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*outpostv1.Point(nil), r.points...)
+}
+
+// callsBySensor counts the Append calls per sensor of their first point.
+func (r *recordingSink) callsBySensor() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for _, c := range r.calls {
+		out[c.sensor]++
+	}
+	return out
+}
+
+// sizesBySensor lists the sizes of the Append calls per sensor of their first point.
+func (r *recordingSink) sizesBySensor() map[string][]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string][]int{}
+	for _, c := range r.calls {
+		out[c.sensor] = append(out[c.sensor], c.n)
+	}
+	return out
+}
+
+// describePoints renders points as "sensor=value" for comparisons.
+func describePoints(pts []*outpostv1.Point) []string {
+	var out []string
+	for _, p := range pts {
+		switch v := p.GetValue().(type) {
+		case *outpostv1.Point_Num:
+			out = append(out, fmt.Sprintf("%s=%v", p.GetSensor(), v.Num))
+		case *outpostv1.Point_Str:
+			out = append(out, fmt.Sprintf("%s=%q", p.GetSensor(), v.Str))
+		case *outpostv1.Point_Flag:
+			out = append(out, fmt.Sprintf("%s=%v", p.GetSensor(), v.Flag))
+		}
+	}
+	return out
+}
+
+// collectWithin reads s once with a deadline and describes the points.
+func collectWithin(t *testing.T, s Source, timeout time.Duration) ([]string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	pts, err := s.Collect(ctx, time.Now())
+	return describePoints(pts), err
 }

@@ -42,7 +42,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.Telemetry.QueueMaxBatches = 0
 	c.Sources = []Source{
 		{Name: "temp", Type: "sim", Interval: Duration(time.Second), Sim: &Sim{Kind: "pressure"}},
-		{Name: "temp", Type: "modbus", Interval: Duration(time.Millisecond)},
+		{Name: "temp", Type: "zigbee", Interval: Duration(time.Millisecond)},
 		{Name: "bad name", Type: "sim", Interval: Duration(time.Second)},
 	}
 	c.HTTP.Listen = "0.0.0.0:9100"
@@ -54,7 +54,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{
 		"device_id:", "hub_url:", "mqtt.url:", "mqtt.keepalive:", "mqtt.backoff_max:",
 		"telemetry.qos:", "telemetry.batch_max_points:", "telemetry.batch_max_delay:", "telemetry.queue_max_batches:",
-		"sources[0].sim.kind:", "sources[1].name: \"temp\" is used", "sources[1].interval:", "sources[1].type: unknown type \"modbus\"",
+		"sources[0].sim.kind:", "sources[1].name: \"temp\" is used", "sources[1].interval:", "sources[1].type: unknown type \"zigbee\"",
 		"sources[2].name:", "sources[2].sim: missing", "http.listen:",
 	} {
 		if !strings.Contains(err.Error(), want) {
