@@ -18,28 +18,35 @@ import (
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/internal/agent/collect"
 	"github.com/outpost-edge/outpost/internal/agent/config"
-	"github.com/outpost-edge/outpost/internal/agent/queue"
-	"github.com/outpost-edge/outpost/internal/agent/report"
+	"github.com/outpost-edge/outpost/internal/agent/spool"
 	"github.com/outpost-edge/outpost/internal/agent/uplink"
 )
 
-// The in-memory queue sits between report and uplink; the durable spool
-// will implement the same two interfaces.
+// The spool sits between collect and uplink.
 var (
-	_ report.Sink  = (*queue.Memory)(nil)
-	_ uplink.Queue = (*queue.Memory)(nil)
+	_ collect.Sink = spoolSink{}
+	_ uplink.Spool = (*spool.Spool)(nil)
 )
+
+// stopGrace is how long the uplink keeps publishing, while connected,
+// after the collector has stopped.
+const stopGrace = 2 * time.Second
+
+// appendGrace is how long a reading taken just before the stop may still
+// take to be stored: the commit is milliseconds away unless the spool
+// blocks (overflow: block).
+const appendGrace = time.Second
 
 // Options are the parts of an agent that do not come from agent.yaml.
 type Options struct {
 	// Logger receives the agent's logs; nil discards them.
 	Logger *slog.Logger
-	// DataDir holds the agent's state (the seq reservation, later the
-	// spool). Required; created with mode 0700 if missing. Two agents must
-	// not share one: Run locks it.
+	// DataDir holds the agent's state: the spool (unless spool.path puts it
+	// elsewhere) and the seq floor. Required; created with mode 0700 if
+	// missing. Two agents must not share one: Run locks it.
 	DataDir string
-	// Version is the agent version announced in the birth message and in
-	// /metrics.
+	// Version is the agent version announced in the status messages and
+	// in /metrics.
 	Version string
 }
 
@@ -47,32 +54,53 @@ type Options struct {
 type Stats struct {
 	// Running reports whether Run is between start and stop.
 	Running bool
-	// PointsCollected counts valid points read from sources.
+	// PointsCollected counts points the sources read and the spool stored.
 	PointsCollected uint64
 	// PointsInvalid counts points dropped for breaking the wire limits.
 	PointsInvalid uint64
-	// SourceErrors and SourcePanics count failed source reads.
+	// SourceErrors and SourcePanics count failed source reads (errors
+	// include failed appends to the spool).
 	SourceErrors, SourcePanics uint64
-	// BatchesCreated counts batches made by report.
-	BatchesCreated uint64
 	// BatchesSent counts publish attempts, retries included.
 	BatchesSent uint64
 	// BatchesAcked counts batches the broker accepted; PointsAcked their points.
 	BatchesAcked, PointsAcked uint64
-	// BatchesRejected counts batches the broker refused; they are not retried.
-	BatchesRejected uint64
-	// BatchesDropped counts batches dropped from the full queue; PointsDropped their points.
-	BatchesDropped, PointsDropped uint64
+	// BatchesRejected counts batches the broker refused; they are deleted,
+	// not retried. PointsRejected counts their points.
+	BatchesRejected, PointsRejected uint64
 	// PublishRetries counts publishes repeated after a failure.
 	PublishRetries uint64
-	// QueueBatches is how many batches wait to be published.
-	QueueBatches int
+	// PointsBacklog counts the acknowledged points that were published as
+	// backlog after a (re)connect; Draining reports a backlog in progress.
+	PointsBacklog uint64
+	Draining      bool
 	// Connected reports whether the MQTT connection is up.
 	Connected bool
 	// Connects counts MQTT connections made.
 	Connects uint64
 	// LastPublish is when the broker last accepted a batch; zero if never.
 	LastPublish time.Time
+
+	// SpoolPoints is how many points wait in the spool; SpoolBytes how
+	// much of spool.max_bytes they use; SpoolFileBytes the file's size.
+	SpoolPoints, SpoolBytes, SpoolFileBytes int64
+	// SpoolDropped counts points the spool dropped undelivered (overflow
+	// or max age) since its file was created.
+	SpoolDropped uint64
+	// SpoolOldestAge is how long the oldest waiting point has waited; 0
+	// when the spool is empty.
+	SpoolOldestAge time.Duration
+	// SpoolCorruptResets counts corrupt spool files moved aside (see
+	// spool.Stats.CorruptResets); SpoolCorruptFile is where this run's
+	// start moved one, if it did.
+	SpoolCorruptResets uint64
+	SpoolCorruptFile   string
+	// SpoolCommits counts the spool's write transactions in this run and
+	// SpoolCommitTime the time they took, fsync included.
+	SpoolCommits    uint64
+	SpoolCommitTime time.Duration
+	// NextSeq is the seq the next stored point gets.
+	NextSeq uint64
 }
 
 // Agent is one edge agent: one device, one MQTT connection.
@@ -81,15 +109,13 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	points    chan *outpostv1.Point
 	collector *collect.Collector
-	queue     *queue.Memory
-	uplink    *uplink.Uplink
 
 	started atomic.Bool
 	running atomic.Bool
-	// batcher is set by Run, once the data directory is locked.
-	batcher atomic.Pointer[report.Batcher]
+	// spool and uplink are set by Run, once the data directory is locked.
+	spool  atomic.Pointer[spool.Spool]
+	uplink atomic.Pointer[uplink.Uplink]
 
 	httpMu   sync.Mutex // guards httpAddr
 	httpAddr string
@@ -111,39 +137,43 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := opts.Logger.With("device", cfg.DeviceID)
-	a := &Agent{cfg: cfg, opts: opts, log: log, points: make(chan *outpostv1.Point, 256)}
+	a := &Agent{cfg: cfg, opts: opts, log: log}
 
 	inputs, err := collect.FromConfig(cfg.DeviceID, cfg.Sources)
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
-	if a.collector, err = collect.New(inputs, chanSink(a.points), collect.Options{Logger: log}); err != nil {
-		return nil, fmt.Errorf("creating agent: %w", err)
-	}
-	a.queue = queue.NewMemory(cfg.Telemetry.QueueMaxBatches)
-	a.uplink, err = uplink.New(uplink.Config{
-		DeviceID:       cfg.DeviceID,
-		URL:            cfg.MQTT.URL,
-		Username:       cfg.MQTTUsername(),
-		Password:       cfg.MQTT.Password,
-		KeepAlive:      cfg.MQTT.KeepAlive.D(),
-		ConnectTimeout: cfg.MQTT.ConnectTimeout.D(),
-		BackoffMin:     cfg.MQTT.BackoffMin.D(),
-		BackoffMax:     cfg.MQTT.BackoffMax.D(),
-		QoS:            byte(cfg.Telemetry.QoS),
-		AgentVersion:   opts.Version,
-		Logger:         log,
-	}, a.queue)
-	if err != nil {
+	if a.collector, err = collect.New(inputs, spoolSink{a}, collect.Options{Logger: log}); err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
 	return a, nil
 }
 
+// spoolPath is where the spool file lives: spool.path, relative to the
+// data directory, or spool.db in it.
+func (a *Agent) spoolPath() string {
+	p := a.cfg.Spool.Path
+	switch {
+	case p == "":
+		return filepath.Join(a.opts.DataDir, config.DefaultSpoolFileName)
+	case filepath.IsAbs(p):
+		return p
+	default:
+		return filepath.Join(a.opts.DataDir, p)
+	}
+}
+
 // Run runs the agent until ctx is done and returns once every goroutine it
-// started has exited. Starting is all or nothing: when the data directory
-// or the HTTP address cannot be used, Run returns an error before anything
-// runs. A clean stop returns nil. Run may be called once.
+// started has exited. Starting is all or nothing: when the data directory,
+// the spool or the HTTP address cannot be used, Run returns an error before
+// anything runs (a corrupt spool file is not such a case: it is moved aside
+// and the agent starts with an empty spool). A clean stop returns nil.
+//
+// The pipeline runs collect → spool → uplink. It stops front to back: the
+// collector first (its last readings are stored), then the uplink, which
+// goes on publishing for up to 2s while connected, then the spool's writer.
+// What was not delivered stays in the spool for the next run. Run may be
+// called once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return errors.New("agent: Run called twice")
@@ -156,21 +186,54 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("locking data directory %s (is another agent using it?): %w", a.opts.DataDir, err)
 	}
 	defer unlock()
-	seq, err := report.OpenSeq(filepath.Join(a.opts.DataDir, report.SeqFileName), 0)
-	if err != nil {
-		return err
+	for _, k := range a.cfg.Telemetry.DeprecatedKeys() {
+		a.log.Warn("agent.yaml sets a key that is no longer used; it is ignored", "key", k)
 	}
-	batcher, err := report.New(report.Options{
-		MaxPoints: a.cfg.Telemetry.BatchMaxPoints,
-		MaxDelay:  a.cfg.Telemetry.BatchMaxDelay.D(),
-		Seq:       seq,
-		Sink:      a.queue,
-		Logger:    a.log,
+
+	sc := a.cfg.Spool
+	sp, err := spool.Open(spool.Options{
+		Path:           a.spoolPath(),
+		SeqFloorPath:   filepath.Join(a.opts.DataDir, spool.FloorFileName),
+		CommitInterval: sc.CommitInterval.D(),
+		CommitPoints:   sc.CommitPoints,
+		MaxBytes:       int64(sc.MaxBytes),
+		MaxAge:         sc.MaxAge.D(),
+		Overflow:       spool.Overflow(sc.Overflow),
+		Logger:         a.log,
 	})
 	if err != nil {
 		return err
 	}
-	a.batcher.Store(batcher)
+	defer func() {
+		if err := sp.Close(); err != nil {
+			a.log.Error("closing the spool failed", "err", err)
+		}
+	}()
+	a.spool.Store(sp)
+
+	t := a.cfg.Telemetry
+	up, err := uplink.New(uplink.Config{
+		DeviceID:       a.cfg.DeviceID,
+		URL:            a.cfg.MQTT.URL,
+		Username:       a.cfg.MQTTUsername(),
+		Password:       a.cfg.MQTT.Password,
+		KeepAlive:      a.cfg.MQTT.KeepAlive.D(),
+		ConnectTimeout: a.cfg.MQTT.ConnectTimeout.D(),
+		BackoffMin:     a.cfg.MQTT.BackoffMin.D(),
+		BackoffMax:     a.cfg.MQTT.BackoffMax.D(),
+		QoS:            byte(t.QoS),
+		BatchMaxPoints: t.BatchMaxPoints,
+		DrainRate:      t.DrainRate,
+		StatusInterval: t.StatusInterval.D(),
+		StopGrace:      stopGrace,
+		AgentVersion:   a.opts.Version,
+		Logger:         a.log,
+	}, sp)
+	if err != nil {
+		return err
+	}
+	a.uplink.Store(up)
+
 	var ln net.Listener
 	if a.cfg.HTTP.Listen != "" {
 		if ln, err = net.Listen("tcp", a.cfg.HTTP.Listen); err != nil {
@@ -183,21 +246,24 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.running.Store(true)
 	defer a.running.Store(false)
-	a.log.Info("agent starting", "version", a.opts.Version, "broker", a.cfg.MQTT.URL,
-		"sources", len(a.cfg.Sources), "next_seq", seq.Next(), "http", a.HTTPAddr())
+	st := sp.Stats()
+	a.log.Info("agent starting", "version", a.opts.Version, "broker", a.cfg.MQTT.URL, "sources", len(a.cfg.Sources),
+		"spool", a.spoolPath(), "spool_points", st.Points, "next_seq", st.NextSeq, "http", a.HTTPAddr())
 
 	g, gctx := errgroup.WithContext(ctx)
-	// The uplink stops only after report has flushed into the queue, and
-	// report only after the collector has stopped and closed a.points.
+	// Later stages outlive earlier ones: the spool's writer stops after the
+	// uplink, the uplink after the collector.
+	spCtx, stopSpool := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSpool()
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopUplink()
-	g.Go(func() error { return a.uplink.Run(upCtx) })
+	g.Go(func() error { return sp.Run(spCtx) })
 	g.Go(func() error {
-		defer stopUplink()
-		return batcher.Run(context.WithoutCancel(ctx), a.points)
+		defer stopSpool()
+		return up.Run(upCtx)
 	})
 	g.Go(func() error {
-		defer close(a.points)
+		defer stopUplink()
 		return a.collector.Run(gctx)
 	})
 	if ln != nil {
@@ -221,9 +287,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	err = g.Wait()
-	st := a.Stats()
-	a.log.Info("agent stopped", "points_collected", st.PointsCollected, "batches_acked", st.BatchesAcked,
-		"batches_unsent", st.QueueBatches, "err", err)
+	s := a.Stats()
+	a.log.Info("agent stopped", "points_collected", s.PointsCollected, "points_acked", s.PointsAcked,
+		"spool_points", s.SpoolPoints, "spool_dropped", s.SpoolDropped, "err", err)
 	return err
 }
 
@@ -235,45 +301,65 @@ func (a *Agent) HTTPAddr() string {
 	return a.httpAddr
 }
 
-// Stats returns a snapshot of the counters. It is safe to call at any time.
+// Stats returns a snapshot of the counters. It is safe to call at any time;
+// the spool and uplink parts are zero before Run has opened them.
 func (a *Agent) Stats() Stats {
-	c, q, u := a.collector.Stats(), a.queue.Stats(), a.uplink.Stats()
+	c := a.collector.Stats()
 	s := Stats{
 		Running:         a.running.Load(),
 		PointsCollected: c.Points,
 		PointsInvalid:   c.Invalid,
 		SourceErrors:    c.Errors,
 		SourcePanics:    c.Panics,
-		BatchesSent:     u.BatchesSent,
-		BatchesAcked:    u.BatchesAcked,
-		PointsAcked:     u.PointsAcked,
-		BatchesRejected: u.BatchesRejected,
-		BatchesDropped:  q.Dropped,
-		PointsDropped:   q.DroppedPoints,
-		PublishRetries:  u.Retries,
-		QueueBatches:    q.Len,
-		Connected:       u.Connected,
-		Connects:        u.Connects,
-		LastPublish:     u.LastPublish,
 	}
-	if b := a.batcher.Load(); b != nil {
-		s.BatchesCreated = b.Stats().Batches
+	if up := a.uplink.Load(); up != nil {
+		u := up.Stats()
+		s.BatchesSent, s.BatchesAcked, s.PointsAcked = u.BatchesSent, u.BatchesAcked, u.PointsAcked
+		s.BatchesRejected, s.PointsRejected, s.PublishRetries = u.BatchesRejected, u.PointsRejected, u.Retries
+		s.PointsBacklog, s.Draining = u.PointsBacklog, u.Draining
+		s.Connected, s.Connects, s.LastPublish = u.Connected, u.Connects, u.LastPublish
+	}
+	if sp := a.spool.Load(); sp != nil {
+		st := sp.Stats()
+		s.SpoolPoints, s.SpoolBytes, s.SpoolFileBytes = st.Points, st.Bytes, st.FileBytes
+		s.SpoolDropped, s.SpoolCorruptResets, s.SpoolCorruptFile = st.Dropped, st.CorruptResets, st.CorruptFile
+		s.SpoolCommits, s.SpoolCommitTime, s.NextSeq = st.Commits, st.CommitTime, st.NextSeq
+		if !st.Oldest.IsZero() {
+			s.SpoolOldestAge = max(time.Since(st.Oldest), 0)
+		}
 	}
 	return s
 }
 
-// chanSink hands collected points to the batcher. It is the stand-in for the
-// durable spool: Append returns once the batcher has the points, not once
-// they are on disk.
-type chanSink chan<- *outpostv1.Point
+// spoolSink is the collector's Sink: the spool, once Run has opened it.
+type spoolSink struct{ a *Agent }
 
-func (c chanSink) Append(ctx context.Context, points []*outpostv1.Point) error {
-	for _, p := range points {
-		select {
-		case c <- p:
-		case <-ctx.Done():
-			return ctx.Err()
+// Append stores points in the spool. A reading taken just before the stop
+// is still stored, within appendGrace after ctx ends.
+func (s spoolSink) Append(ctx context.Context, points []*outpostv1.Point) error {
+	sp := s.a.spool.Load()
+	if sp == nil {
+		return errors.New("storing points: the spool is not open")
+	}
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	var timer *time.Timer
+	var mu sync.Mutex // guards timer
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer = time.AfterFunc(appendGrace, cancel)
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
 		}
+	}()
+	if err := sp.Append(actx, points); err != nil {
+		return fmt.Errorf("storing points: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +37,6 @@ func testConfig(brokerURL string) config.Config {
 	c.MQTT.BackoffMin = config.Duration(10 * time.Millisecond)
 	c.MQTT.BackoffMax = config.Duration(50 * time.Millisecond)
 	c.Telemetry.BatchMaxPoints = 5
-	c.Telemetry.BatchMaxDelay = config.Duration(20 * time.Millisecond)
 	for i := range c.Sources {
 		c.Sources[i].Interval = config.Duration(10 * time.Millisecond)
 	}
@@ -103,6 +106,48 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// allSeqs returns the seqs of every point the broker got, sorted, and
+// fails on a batch of more than 5 points.
+func allSeqs(t *testing.T, b *brokertest.Broker) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, bt := range received(t, b) {
+		if n := len(bt.GetPoints()); n == 0 || n > 5 {
+			t.Fatalf("batch has %d points, want 1 to 5", n)
+		}
+		for i := range bt.GetPoints() {
+			out = append(out, bt.GetSeqFirst()+uint64(i))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkDense fails unless seqs is exactly first, first+1, ... (each once).
+func checkDense(t *testing.T, seqs []uint64, first uint64) {
+	t.Helper()
+	for i, s := range seqs {
+		if s != first+uint64(i) {
+			t.Fatalf("seqs received: %v; want each of %d..%d once", seqs, first, first+uint64(len(seqs))-1)
+		}
+	}
+}
+
+func metricValue(t *testing.T, body, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s = %q", name, v)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics lacks %s:\n%s", name, body)
+	return 0
+}
+
 func TestAgentEndToEnd(t *testing.T) {
 	b := brokertest.Start(t, "")
 	dataDir := t.TempDir()
@@ -120,18 +165,6 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-	// Within one run the agent numbers points without gaps.
-	batches := received(t, b)
-	next := batches[0].GetSeqFirst()
-	for _, bt := range batches {
-		if bt.GetSeqFirst() != next {
-			t.Fatalf("batch seq_first = %d, want %d", bt.GetSeqFirst(), next)
-		}
-		if n := len(bt.GetPoints()); n == 0 || n > 5 {
-			t.Fatalf("batch has %d points, want 1 to 5", n)
-		}
-		next += uint64(len(bt.GetPoints()))
-	}
 
 	base := "http://" + r.a.HTTPAddr()
 	code, body := get(t, base+"/healthz")
@@ -148,42 +181,135 @@ func TestAgentEndToEnd(t *testing.T) {
 		"outpost_agent_mqtt_connected 1\n",
 		`outpost_agent_info{version="1.2.3",device_id="pump-7"} 1`,
 		"outpost_agent_batches_rejected_total 0\n",
+		"# TYPE outpost_agent_spool_points gauge\n",
+		"outpost_agent_spool_dropped_total 0\n",
+		"outpost_agent_spool_corrupt_resets_total 0\n",
+		"# TYPE outpost_agent_spool_oldest_age_seconds gauge\n",
+		"# TYPE outpost_agent_spool_commit_seconds_total counter\n",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
 	}
+	if n := metricValue(t, body, "outpost_agent_spool_commits_total"); n < 1 {
+		t.Errorf("spool commits = %v", n)
+	}
+	if n := metricValue(t, body, "outpost_agent_spool_file_bytes"); n <= 0 {
+		t.Errorf("spool file bytes = %v", n)
+	}
 	st := r.a.Stats()
-	if !st.Running || st.PointsCollected == 0 || st.BatchesCreated < st.BatchesAcked || st.Connects != 1 {
+	if !st.Running || st.PointsCollected == 0 || st.SpoolCommits == 0 || st.NextSeq <= 1 || st.Connects != 1 {
 		t.Errorf("stats = %+v", st)
 	}
 
-	// Stop, then start again on the same data directory: the new run must
-	// continue above every seq of the first one, never reuse one.
+	// A clean stop delivers what the spool holds (the uplink's grace), then
+	// the next run continues the sequence exactly: the seqs of both runs
+	// together are 1..N, each once.
 	r.shutdown(t)
-	if r.a.Stats().Running {
-		t.Error("Running after Run returned")
+	if st := r.a.Stats(); st.Running || st.SpoolPoints != 0 {
+		t.Errorf("after stop: %+v, want stopped with an empty spool", st)
 	}
 	if m, ok := b.Retained(protocol.StatusTopic(device)); !ok {
 		t.Error("no retained status after stop")
 	} else if s, _ := protocol.DecodeStatus(m.Payload); s.GetState() != outpostv1.Status_STATE_OFFLINE {
 		t.Errorf("retained status after stop = %v, want offline", s)
 	}
-	var maxFirstRun uint64
-	for _, bt := range received(t, b) {
-		maxFirstRun = max(maxFirstRun, bt.GetSeqFirst()+uint64(len(bt.GetPoints()))-1)
+	firstRun := allSeqs(t, b)
+	checkDense(t, firstRun, 1)
+	if uint64(len(firstRun)) != r.a.Stats().PointsCollected {
+		t.Errorf("the hub got %d points, the agent stored %d", len(firstRun), r.a.Stats().PointsCollected)
 	}
-	before := len(received(t, b))
 
-	start(t, testConfig(b.URL), dataDir)
+	r2 := start(t, testConfig(b.URL), dataDir)
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if n := len(received(t, b)); n <= before {
-			return fmt.Errorf("no batch from the second run yet")
+		if n := len(allSeqs(t, b)); n <= len(firstRun)+10 {
+			return fmt.Errorf("%d points from the second run so far", n-len(firstRun))
 		}
 		return nil
 	})
-	if first := received(t, b)[before].GetSeqFirst(); first <= maxFirstRun {
-		t.Fatalf("second run started at seq %d, but the first run used up to %d", first, maxFirstRun)
+	r2.shutdown(t)
+	checkDense(t, allSeqs(t, b), 1)
+}
+
+// TestAgentKeepsUndeliveredPointsAcrossRestarts runs the agent while the
+// hub is unreachable, stops it, and starts it again once the hub is back:
+// every point the first run stored is delivered by the second.
+func TestAgentKeepsUndeliveredPointsAcrossRestarts(t *testing.T) {
+	b := brokertest.Start(t, "")
+	b.Close()
+	dataDir := t.TempDir()
+	r := start(t, testConfig(b.URL), dataDir)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if st := r.a.Stats(); st.SpoolPoints < 30 {
+			return fmt.Errorf("%d points in the spool", st.SpoolPoints)
+		}
+		return nil
+	})
+	r.shutdown(t)
+	stored := r.a.Stats().PointsCollected
+	if st := r.a.Stats(); st.SpoolPoints != int64(stored) || st.PointsAcked != 0 {
+		t.Fatalf("after a run without the hub: %+v, want all %d points in the spool", st, stored)
+	}
+
+	b2 := brokertest.Start(t, b.Addr)
+	r2 := start(t, testConfig(b2.URL), dataDir)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if st := r2.a.Stats(); st.PointsBacklog < stored || st.Draining {
+			return fmt.Errorf("stats = %+v, want the first run's %d points delivered as backlog", st, stored)
+		}
+		return nil
+	})
+	r2.shutdown(t)
+	if n := uint64(len(allSeqs(t, b2))); n < stored {
+		t.Errorf("%d points delivered, want at least the %d of the first run", n, stored)
+	}
+	checkDense(t, allSeqs(t, b2), 1)
+}
+
+// TestAgentStartsOnACorruptSpool replaces the spool with garbage: the agent
+// moves it aside, says so, and works.
+func TestAgentStartsOnACorruptSpool(t *testing.T) {
+	b := brokertest.Start(t, "")
+	dataDir := t.TempDir()
+	r := start(t, testConfig(b.URL), dataDir)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(received(t, b)); n < 3 {
+			return fmt.Errorf("%d batches so far", n)
+		}
+		return nil
+	})
+	r.shutdown(t)
+	before := allSeqs(t, b)
+	if err := os.WriteFile(filepath.Join(dataDir, "spool.db"), []byte(strings.Repeat("not a database ", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := start(t, testConfig(b.URL), dataDir)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(allSeqs(t, b)); n < len(before)+10 {
+			return fmt.Errorf("%d points since the restart", n-len(before))
+		}
+		return nil
+	})
+	st := r2.a.Stats()
+	if st.SpoolCorruptResets != 1 || st.SpoolCorruptFile == "" {
+		t.Errorf("stats = %+v, want one corrupt-file reset", st)
+	}
+	if _, err := os.Stat(st.SpoolCorruptFile); err != nil {
+		t.Errorf("the corrupt file was not kept: %v", err)
+	}
+	_, body := get(t, "http://"+r2.a.HTTPAddr()+"/healthz")
+	if !strings.Contains(body, `"spool_corrupt_file":`) {
+		t.Errorf("/healthz does not mention the corrupt file: %s", body)
+	}
+	_, body = get(t, "http://"+r2.a.HTTPAddr()+"/metrics")
+	if v := metricValue(t, body, "outpost_agent_spool_corrupt_resets_total"); v != 1 {
+		t.Errorf("outpost_agent_spool_corrupt_resets_total = %v, want 1", v)
+	}
+	// The fresh spool numbers above everything the old one issued.
+	after := allSeqs(t, b)[len(before):]
+	if after[0] <= before[len(before)-1] {
+		t.Errorf("after the reset seqs start at %d, but %d was issued before", after[0], before[len(before)-1])
 	}
 }
 

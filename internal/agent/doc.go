@@ -1,11 +1,14 @@
 // Package agent wires the edge agent's pipeline together and runs it:
 //
-//	collect (sources) → report (batches, seq) → queue → uplink (MQTT)
+//	collect (sources, report strategies) → spool (on disk) → uplink (MQTT)
 //
-// plus the optional local HTTP server for /healthz and /metrics. Later
-// stages start first and stop last, so the points in flight at shutdown
-// reach the queue; when the durable spool lands it replaces the in-memory
-// queue between report and uplink.
+// plus the optional local HTTP server for /healthz and /metrics. A reading
+// is accepted once the spool has committed it, and leaves the spool once
+// the broker has acknowledged it. Later stages start first and stop last:
+// the collector stops first (its last readings are still stored), then the
+// uplink, after a short grace to publish what waits while connected, then
+// the spool's writer; what was not delivered stays in the spool for the
+// next run.
 //
 // Everything an Agent needs comes from its Config and Options: no globals,
 // no os.Exit, no flags, so one process can run many agents (outpost demo,

@@ -26,12 +26,17 @@ type health struct {
 	Version     string     `json:"version"`
 	Connected   bool       `json:"connected"`
 	LastPublish *time.Time `json:"last_publish,omitempty"`
-	Queue       int        `json:"queue_batches"`
+	// SpoolPoints is how many points wait for delivery.
+	SpoolPoints int64 `json:"spool_points"`
+	// SpoolCorruptFile is set when this run found the spool file corrupt
+	// and moved it there.
+	SpoolCorruptFile string `json:"spool_corrupt_file,omitempty"`
 }
 
 func (a *Agent) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	st := a.Stats()
-	h := health{Status: "ok", DeviceID: a.cfg.DeviceID, Version: a.opts.Version, Connected: st.Connected, Queue: st.QueueBatches}
+	h := health{Status: "ok", DeviceID: a.cfg.DeviceID, Version: a.opts.Version, Connected: st.Connected,
+		SpoolPoints: st.SpoolPoints, SpoolCorruptFile: st.SpoolCorruptFile}
 	if !st.LastPublish.IsZero() {
 		t := st.LastPublish.UTC()
 		h.LastPublish = &t
@@ -64,22 +69,30 @@ func (a *Agent) metrics() []metric {
 		last = float64(st.LastPublish.UnixMilli()) / 1000
 	}
 	return []metric{
-		{"outpost_agent_points_collected_total", "counter", "Valid points read from sources.", float64(st.PointsCollected)},
+		{"outpost_agent_points_collected_total", "counter", "Points read from sources and stored in the spool.", float64(st.PointsCollected)},
 		{"outpost_agent_points_invalid_total", "counter", "Points dropped because they break the wire limits.", float64(st.PointsInvalid)},
-		{"outpost_agent_source_errors_total", "counter", "Source reads that returned an error.", float64(st.SourceErrors)},
+		{"outpost_agent_source_errors_total", "counter", "Source reads that returned an error, and failed appends to the spool.", float64(st.SourceErrors)},
 		{"outpost_agent_source_panics_total", "counter", "Source reads that panicked.", float64(st.SourcePanics)},
-		{"outpost_agent_batches_created_total", "counter", "Telemetry batches made.", float64(st.BatchesCreated)},
 		{"outpost_agent_batches_sent_total", "counter", "Telemetry publish attempts, retries included.", float64(st.BatchesSent)},
 		{"outpost_agent_batches_acked_total", "counter", "Telemetry batches the broker accepted.", float64(st.BatchesAcked)},
 		{"outpost_agent_points_acked_total", "counter", "Points in batches the broker accepted.", float64(st.PointsAcked)},
-		{"outpost_agent_batches_rejected_total", "counter", "Telemetry batches the broker refused; they are not retried.", float64(st.BatchesRejected)},
-		{"outpost_agent_batches_dropped_total", "counter", "Telemetry batches dropped because the queue was full.", float64(st.BatchesDropped)},
-		{"outpost_agent_points_dropped_total", "counter", "Points in batches dropped because the queue was full.", float64(st.PointsDropped)},
-		{"outpost_agent_publish_retries_total", "counter", "Telemetry publishes repeated after a failure.", float64(st.PublishRetries)},
-		{"outpost_agent_queue_batches", "gauge", "Telemetry batches waiting to be published.", float64(st.QueueBatches)},
+		{"outpost_agent_batches_rejected_total", "counter", "Telemetry batches the broker refused; they are deleted, not retried.", float64(st.BatchesRejected)},
+		{"outpost_agent_points_rejected_total", "counter", "Points in batches the broker refused.", float64(st.PointsRejected)},
+		{"outpost_agent_publish_retries_total", "counter", "Telemetry publishes repeated after a failure on the same connection.", float64(st.PublishRetries)},
+		{"outpost_agent_points_backlog_total", "counter", "Acknowledged points that were published as backlog after a (re)connect.", float64(st.PointsBacklog)},
+		{"outpost_agent_backlog_draining", "gauge", "1 while a backlog drains at telemetry.drain_rate.", b(st.Draining)},
 		{"outpost_agent_mqtt_connected", "gauge", "1 while the MQTT connection is up.", b(st.Connected)},
 		{"outpost_agent_mqtt_connects_total", "counter", "MQTT connections made.", float64(st.Connects)},
 		{"outpost_agent_last_publish_timestamp_seconds", "gauge", "When the broker last accepted a batch (Unix time; 0 = never).", last},
+		{"outpost_agent_spool_points", "gauge", "Points waiting in the spool for delivery.", float64(st.SpoolPoints)},
+		{"outpost_agent_spool_bytes", "gauge", "Bytes of spool.max_bytes the waiting points use.", float64(st.SpoolBytes)},
+		{"outpost_agent_spool_file_bytes", "gauge", "Size of the spool file.", float64(st.SpoolFileBytes)},
+		{"outpost_agent_spool_dropped_total", "counter", "Points the spool dropped undelivered (overflow or max age) since its file was created.", float64(st.SpoolDropped)},
+		{"outpost_agent_spool_oldest_age_seconds", "gauge", "How long the oldest waiting point has waited (0 = spool empty).", st.SpoolOldestAge.Seconds()},
+		{"outpost_agent_spool_corrupt_resets_total", "counter", "Corrupt spool files moved aside and replaced by an empty spool.", float64(st.SpoolCorruptResets)},
+		{"outpost_agent_spool_commits_total", "counter", "Spool write transactions (each one fsync group).", float64(st.SpoolCommits)},
+		{"outpost_agent_spool_commit_seconds_total", "counter", "Time spent in spool write transactions, fsync included.", st.SpoolCommitTime.Seconds()},
+		{"outpost_agent_spool_next_seq", "gauge", "The sequence number the next stored point gets.", float64(st.NextSeq)},
 	}
 }
 

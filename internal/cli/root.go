@@ -45,6 +45,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newLoginCmd(g),
 		newDevicesCmd(g),
 		newTelemetryCmd(g),
+		newShadowCmd(g),
 	)
 	return root
 }

@@ -46,7 +46,7 @@ func newTelemetryQueryCmd(g *globals) *cobra.Command {
 		Long: `query prints the points a device reported, ordered by time then sequence number.
 
 --since and --until take an RFC 3339 time or a duration back from now such as 5m or 2h.
-The hub defaults to the last hour (since 1h, until now) and at most 1000 points;
+The hub defaults to the last hour (since 1h, with no end bound) and at most 1000 points;
 --limit goes up to 10000.`,
 		Example: `  outpost telemetry query pump-7
   outpost telemetry query pump-7 --sensor temperature --since 5m
@@ -108,7 +108,7 @@ The hub defaults to the last hour (since 1h, until now) and at most 1000 points;
 	f := cmd.Flags()
 	f.StringVar(&sensor, "sensor", "", "only points of this sensor")
 	f.StringVar(&since, "since", "", "start: RFC 3339 time or duration back from now, e.g. 5m (hub default 1h)")
-	f.StringVar(&until, "until", "", "end: RFC 3339 time or duration back from now (hub default now)")
+	f.StringVar(&until, "until", "", "end: RFC 3339 time or duration back from now (hub default: no end bound)")
 	f.IntVar(&limit, "limit", 0, "at most this many points, 1–10000 (hub default 1000)")
 	return cmd
 }

@@ -19,8 +19,10 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/shadow"
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
+	"github.com/outpost-edge/outpost/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,6 +36,10 @@ const AdminUser = "admin"
 // admin password.
 const AdminPasswordFileName = "admin-password"
 
+// shadowSubscriptionID identifies the hub's inline subscription to the
+// shadow topics in the embedded broker.
+const shadowSubscriptionID = 1
+
 // Hub is a running hub's parts. Create it with New, run it with Run.
 type Hub struct {
 	cfg     Config
@@ -42,12 +48,17 @@ type Hub struct {
 	broker  *broker.Broker
 	ingest  *ingest.Service
 	devices *device.Service
+	shadows *shadow.Service
 	httpLn  net.Listener
 	httpSrv *http.Server
 
 	// adminPassword is set when this start generated the password.
 	adminPassword string
 	closeOnce     sync.Once
+	// ctx is cancelled when the hub closes; the broker's inline shadow
+	// subscription uses it for store calls.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New opens the store, prepares credentials and binds both listeners. If any
@@ -57,6 +68,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, fmt.Errorf("invalid hub configuration: %w", err)
 	}
 	h := &Hub{cfg: cfg, logger: logger.With("component", "hub")}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			h.close()
@@ -92,13 +104,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, err
 	}
 	h.devices.SetDisconnector(h.broker)
+	h.shadows = shadow.NewService(h.store, h.broker, logger, reg)
+	if err := h.broker.Subscribe(protocol.ShadowFilter, shadowSubscriptionID, func(topic string, payload []byte) {
+		h.shadows.HandleMQTT(h.ctx, topic, payload)
+	}); err != nil {
+		return nil, fmt.Errorf("subscribing to shadow topics: %w", err)
+	}
 
 	_, mqttPort, err := net.SplitHostPort(h.broker.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("parsing MQTT address: %w", err)
 	}
 	handler := httpapi.New(httpapi.Options{
-		Devices: h.devices, Auth: authSvc, Telemetry: h.store,
+		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows,
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
@@ -228,6 +246,7 @@ func (h *Hub) Run(ctx context.Context) error {
 
 func (h *Hub) close() {
 	h.closeOnce.Do(func() {
+		h.cancel()
 		if h.broker != nil {
 			h.broker.Close()
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -76,25 +77,62 @@ type MQTT struct {
 	BackoffMax Duration `yaml:"backoff_max"`
 }
 
-// Telemetry configures batching and publishing of readings.
+// Telemetry configures how the points in the spool are published.
 type Telemetry struct {
 	// QoS is the MQTT QoS of telemetry publishes (key telemetry.qos): 0, 1 or
-	// 2. With 1 or 2 the agent waits for the broker's acknowledgement of each
-	// batch before it sends the next and resends batches a lost connection
-	// left unacknowledged; with 0 a batch in flight when the link drops is
-	// lost. Default 1.
+	// 2. With 1 or 2 a batch leaves the spool only once the broker has
+	// acknowledged it (PUBACK, or PUBCOMP at 2); a batch the lost connection
+	// left unacknowledged is sent again after reconnecting. 0 may lose
+	// points: a batch is deleted from the spool as soon as it is written to
+	// the connection, so whatever the link drops on the way is gone.
+	// Default 1.
 	QoS int `yaml:"qos"`
-	// BatchMaxPoints is the most points in one batch (key
-	// telemetry.batch_max_points), 1 to 5000. Default 100.
+	// BatchMaxPoints is the most points in one published batch (key
+	// telemetry.batch_max_points), 1 to 5000. Batches are also kept under
+	// the 256 KiB payload limit. Default 500.
 	BatchMaxPoints int `yaml:"batch_max_points"`
-	// BatchMaxDelay is how long the first point of a batch may wait for
-	// more points before the batch is sent anyway (key
-	// telemetry.batch_max_delay). Default 1s.
-	BatchMaxDelay Duration `yaml:"batch_max_delay"`
-	// QueueMaxBatches is how many batches wait in memory while the broker
-	// is unreachable (key telemetry.queue_max_batches). When the queue is
-	// full the oldest batch is dropped and counted. Default 1000.
-	QueueMaxBatches int `yaml:"queue_max_batches"`
+	// DrainRate limits how fast the backlog, the points that waited in the
+	// spool while the broker was unreachable, is published after a
+	// (re)connect, in points per second (key telemetry.drain_rate), so that
+	// a fleet coming back at once does not flatten the hub. New points are
+	// published as they arrive meanwhile, not held behind the backlog. 0
+	// means no limit. Default 5000.
+	DrainRate float64 `yaml:"drain_rate"`
+	// StatusInterval is how often the agent refreshes its retained online
+	// status, which carries the spool's depth, drops and backlog age (key
+	// telemetry.status_interval), at least 1s. It is also sent on every
+	// connect. Default 30s.
+	StatusInterval Duration `yaml:"status_interval"`
+
+	// BatchMaxDelay is no longer used (key telemetry.batch_max_delay):
+	// batching by time is set per source with sources[].report. It is
+	// accepted and ignored so that agent.yaml files written by earlier
+	// versions still load; the agent logs a warning when it is set.
+	BatchMaxDelay Duration `yaml:"batch_max_delay,omitempty"`
+	// QueueMaxBatches is no longer used (key telemetry.queue_max_batches):
+	// the durable spool replaced the in-memory queue, see spool.max_bytes.
+	// Accepted and ignored like BatchMaxDelay.
+	QueueMaxBatches int `yaml:"queue_max_batches,omitempty"`
+}
+
+// Telemetry defaults.
+const (
+	DefaultBatchMaxPointsPublish = 500
+	DefaultDrainRate             = 5000
+	DefaultStatusInterval        = 30 * time.Second
+)
+
+// DeprecatedKeys returns the keys of t that are set but no longer used,
+// for a warning at start.
+func (t Telemetry) DeprecatedKeys() []string {
+	var out []string
+	if t.BatchMaxDelay != 0 {
+		out = append(out, "telemetry.batch_max_delay (use sources[].report.max_delay)")
+	}
+	if t.QueueMaxBatches != 0 {
+		out = append(out, "telemetry.queue_max_batches (use spool.max_bytes)")
+	}
+	return out
 }
 
 // HTTP configures the local HTTP server.
@@ -118,10 +156,10 @@ func Default() Config {
 			BackoffMax:     Duration(60 * time.Second),
 		},
 		Telemetry: Telemetry{
-			QoS:             1,
-			BatchMaxPoints:  100,
-			BatchMaxDelay:   Duration(time.Second),
-			QueueMaxBatches: 1000,
+			QoS:            1,
+			BatchMaxPoints: DefaultBatchMaxPointsPublish,
+			DrainRate:      DefaultDrainRate,
+			StatusInterval: Duration(DefaultStatusInterval),
 		},
 		Sources: DefaultSources(),
 		Spool:   DefaultSpool(),
@@ -182,11 +220,11 @@ func (c Config) Validate() error {
 	if t.BatchMaxPoints < 1 || t.BatchMaxPoints > protocol.MaxPointsPerBatch {
 		add("telemetry.batch_max_points: must be 1 to %d, got %d", protocol.MaxPointsPerBatch, t.BatchMaxPoints)
 	}
-	if t.BatchMaxDelay < Duration(time.Millisecond) {
-		add("telemetry.batch_max_delay: must be at least 1ms, got %s", t.BatchMaxDelay)
+	if t.DrainRate < 0 || math.IsNaN(t.DrainRate) || math.IsInf(t.DrainRate, 0) {
+		add("telemetry.drain_rate: must be 0 (no limit) or a positive number of points per second, got %v", t.DrainRate)
 	}
-	if t.QueueMaxBatches < 1 {
-		add("telemetry.queue_max_batches: must be at least 1, got %d", t.QueueMaxBatches)
+	if t.StatusInterval.D() < time.Second {
+		add("telemetry.status_interval: must be at least 1s, got %s", t.StatusInterval)
 	}
 
 	for _, err := range validateSources(c.Sources) {

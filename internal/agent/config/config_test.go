@@ -38,8 +38,10 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.MQTT.BackoffMax = Duration(time.Second)
 	c.Telemetry.QoS = 3
 	c.Telemetry.BatchMaxPoints = 0
-	c.Telemetry.BatchMaxDelay = 0
-	c.Telemetry.QueueMaxBatches = 0
+	c.Telemetry.DrainRate = -1
+	c.Telemetry.StatusInterval = 0
+	c.Spool.CommitPoints = 0
+	c.Spool.Overflow = "discard"
 	c.Sources = []Source{
 		{Name: "temp", Type: "sim", Interval: Duration(time.Second), Sim: &Sim{Kind: "pressure"}},
 		{Name: "temp", Type: "zigbee", Interval: Duration(time.Millisecond)},
@@ -53,7 +55,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 	for _, want := range []string{
 		"device_id:", "hub_url:", "mqtt.url:", "mqtt.keepalive:", "mqtt.backoff_max:",
-		"telemetry.qos:", "telemetry.batch_max_points:", "telemetry.batch_max_delay:", "telemetry.queue_max_batches:",
+		"telemetry.qos:", "telemetry.batch_max_points:", "telemetry.drain_rate:", "telemetry.status_interval:",
+		"spool.commit_points:", "spool.overflow:",
 		"sources[0].sim.kind:", "sources[1].name: \"temp\" is used", "sources[1].interval:", "sources[1].type: unknown type \"zigbee\"",
 		"sources[2].name:", "sources[2].sim: missing", "http.listen:",
 	} {
@@ -61,8 +64,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 			t.Errorf("Validate() error lacks %q; got:\n%v", want, err)
 		}
 	}
-	if n := strings.Count(err.Error(), "\n") + 1; n != 16 {
-		t.Errorf("Validate() reported %d problems, want 16:\n%v", n, err)
+	if n := strings.Count(err.Error(), "\n") + 1; n != 18 {
+		t.Errorf("Validate() reported %d problems, want 18:\n%v", n, err)
 	}
 }
 
@@ -105,7 +108,8 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	path := filepath.Join(dir, FileName)
 	c := validConfig()
 	c.MQTT.URL = "tls://hub.example.com:8883"
-	c.Telemetry.BatchMaxDelay = Duration(250 * time.Millisecond)
+	c.Spool.CommitInterval = Duration(250 * time.Millisecond)
+	c.Spool.MaxBytes = 3 << 20
 	c.Sources = []Source{{Name: "line1/pressure", Type: "sim", Interval: Duration(100 * time.Millisecond), Sim: &Sim{Kind: "humidity", Seed: 42}}}
 	c.HTTP.Listen = "127.0.0.1:9100"
 	if err := c.Save(path); err != nil {
@@ -119,7 +123,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		t.Errorf("mode = %o, want 600", mode)
 	}
 	raw, _ := os.ReadFile(path)
-	if !strings.HasPrefix(string(raw), "# outpost-agent configuration") || !strings.Contains(string(raw), "batch_max_delay: 250ms") {
+	if !strings.HasPrefix(string(raw), "# outpost-agent configuration") || !strings.Contains(string(raw), "commit_interval: 250ms") || !strings.Contains(string(raw), "max_bytes: 3MiB") {
 		t.Errorf("saved file lacks the header or readable durations:\n%s", raw)
 	}
 	got, err := Load(path)

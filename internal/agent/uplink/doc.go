@@ -1,17 +1,27 @@
 // Package uplink is the agent's MQTT v5 connection to the hub's broker,
 // built on autopaho: it connects and reconnects (exponential backoff with
-// full jitter), announces the device with a retained birth message on every
-// connection and leaves a retained last will, and publishes the telemetry
-// batches it takes from a Queue one at a time, oldest first.
+// full jitter), announces the device with a retained online status on
+// every connection and every status interval (carrying the spool's depth,
+// drops and backlog age), leaves a retained offline last will, and
+// publishes the points waiting in the spool.
 //
-// Delivery rules: a batch is removed from the queue only when the broker
-// acknowledged it (or, at QoS 0, when it was written) or rejected it with a
-// failure reason code (>= 0x80), which is logged and counted and never
-// retried, since the same payload would be rejected again. A publish that
-// fails because the connection dropped is retried, after reconnecting,
-// before any later batch, so batches arrive in order; the hub drops the
-// duplicates a retry may cause by (device, seq).
+// Delivery rules: points are read from the spool as batches of consecutive
+// seqs and a batch is deleted from the spool only when the broker
+// acknowledged it (PUBACK at QoS 1, PUBCOMP at QoS 2; at QoS 0 once it is
+// written) or refused it with a failure reason code (>= 0x80), which is
+// logged and counted and never retried, since the same payload would be
+// refused again. A batch whose publish the lost connection interrupted is
+// simply still in the spool.
 //
-// It imports autopaho, package protocol and the generated wire types; it
-// knows nothing about sources, batching or the configuration file.
+// Each connection runs two lanes. The points that waited before it came up
+// (the backlog) are published oldest first at Config.DrainRate, so that a
+// fleet reconnecting at once does not flatten the hub; the points stored
+// after it came up are published as they arrive, so live data is not held
+// behind the backlog. Within a lane batches are published one at a time,
+// in seq order; the hub stores each (device, seq) once, so the interleaving
+// of the lanes and the duplicates a retry may cause are harmless.
+//
+// It imports autopaho, x/time/rate, package protocol and the generated wire
+// types; it knows nothing about sources, the spool's file or the
+// configuration file.
 package uplink

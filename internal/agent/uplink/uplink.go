@@ -13,17 +13,29 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/time/rate"
 
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// Queue is where the uplink takes batches from. Next blocks until a batch
-// is available and returns the oldest without removing it; Done removes
-// the batch Next returned. The uplink calls both from one goroutine.
-type Queue interface {
-	Next(ctx context.Context) (*outpostv1.TelemetryBatch, error)
-	Done(b *outpostv1.TelemetryBatch) error
+// Spool is where the uplink takes the points it publishes from, and what
+// it deletes them from once the broker acknowledged them. The methods are
+// called from several goroutines at once (one per lane, plus the status
+// loop); *spool.Spool implements it.
+type Spool interface {
+	// NextSeq is the seq the next stored point gets; every lower seq that
+	// still waits is readable.
+	NextSeq() uint64
+	// ReadBatch returns the oldest waiting points with from ≤ seq < until
+	// (until 0: no bound) as a batch of consecutive seqs, or nil if none.
+	ReadBatch(from, until uint64, maxPoints, maxBytes int) (*outpostv1.TelemetryBatch, error)
+	// Delete removes the points with seqs first..last, inclusive.
+	Delete(ctx context.Context, first, last uint64) error
+	// Changed is closed at the spool's next commit.
+	Changed() <-chan struct{}
+	// WireStats is the spool's state as reported to the hub.
+	WireStats() *outpostv1.SpoolStats
 }
 
 // Config configures an Uplink.
@@ -43,9 +55,22 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the reconnect delays. Defaults 1s and 60s.
 	BackoffMin, BackoffMax time.Duration
 	// QoS of telemetry publishes: 0, 1 or 2. The broker's maximum QoS
-	// lowers it if needed.
+	// lowers it if needed. At 0 a batch is deleted from the spool once it
+	// is written to the connection, so the link may lose it.
 	QoS byte
-	// AgentVersion is announced in the birth message.
+	// BatchMaxPoints is the most points per published batch, 1 to
+	// protocol.MaxPointsPerBatch. Default 500.
+	BatchMaxPoints int
+	// DrainRate limits the backlog lane, in points per second; 0 means
+	// no limit.
+	DrainRate float64
+	// StatusInterval is how often the retained online status (with the
+	// spool's stats) is refreshed while connected. Default 30s.
+	StatusInterval time.Duration
+	// StopGrace is how long Run, once its context is done, keeps
+	// publishing while connected and points wait. 0 stops at once.
+	StopGrace time.Duration
+	// AgentVersion is announced in the status messages.
 	AgentVersion string
 	// Logger receives the uplink's logs; nil discards them.
 	Logger *slog.Logger
@@ -59,28 +84,45 @@ type Stats struct {
 	Connects uint64
 	// BatchesSent counts publish attempts, retries included.
 	BatchesSent uint64
-	// BatchesAcked counts batches the broker accepted.
-	BatchesAcked uint64
-	// PointsAcked counts the points of those batches.
-	PointsAcked uint64
+	// BatchesAcked counts batches the broker accepted (at QoS 0: that
+	// were written); PointsAcked their points.
+	BatchesAcked, PointsAcked uint64
 	// BatchesRejected counts batches the broker refused with a failure
-	// reason code, or that could not be encoded; they are not retried.
-	BatchesRejected uint64
-	// Retries counts publishes repeated because the previous attempt failed.
+	// reason code, or that could not be encoded; they are deleted from the
+	// spool, not retried. PointsRejected counts their points.
+	BatchesRejected, PointsRejected uint64
+	// Retries counts publishes repeated on the same connection because the
+	// previous attempt failed.
 	Retries uint64
+	// PointsBacklog counts the points of PointsAcked that the backlog lane
+	// delivered.
+	PointsBacklog uint64
+	// Draining reports whether the backlog lane is running.
+	Draining bool
+	// LiveMark is the first seq of the live lane on the current or last
+	// connection: points below it were the backlog.
+	LiveMark uint64
+	// StatusSent counts online status messages published.
+	StatusSent uint64
 	// LastPublish is when a batch was last accepted; zero if never.
 	LastPublish time.Time
 }
 
+// maxBatchBytes leaves room under protocol.MaxPayloadBytes for the batch's
+// own fields (device and seq_first).
+const maxBatchBytes = protocol.MaxPayloadBytes - 128
+
 // Uplink publishes the device's telemetry and presence over MQTT v5.
 type Uplink struct {
 	cfg Config
-	q   Queue
+	sp  Spool
 	log *slog.Logger
 	url *url.URL
 	bo  *backoff
+	// drain paces the backlog lane; nil means no limit.
+	drain *rate.Limiter
 
-	// upCh carries a wake-up to the birth goroutine for every connection.
+	// upCh carries a wake-up to the status goroutine for every connection.
 	upCh chan struct{}
 	// qos is the QoS telemetry is published at on the current connection.
 	qos atomic.Uint32
@@ -96,15 +138,15 @@ type Uplink struct {
 	// failures counts failed connection attempts since the last success.
 	failures int
 
-	started                            atomic.Bool
-	connected                          atomic.Bool
+	started, connected, draining       atomic.Bool
 	connects, sent, acked, ackedPoints atomic.Uint64
-	rejected, retries                  atomic.Uint64
+	rejected, rejectedPoints, retries  atomic.Uint64
+	backlogPoints, liveMark, statusN   atomic.Uint64
 	lastPublish                        atomic.Int64 // Unix nanoseconds; 0 means never
 }
 
-// New checks cfg and returns an Uplink that takes batches from q.
-func New(cfg Config, q Queue) (*Uplink, error) {
+// New checks cfg and returns an Uplink that publishes the points of sp.
+func New(cfg Config, sp Spool) (*Uplink, error) {
 	var errs []error
 	if err := protocol.ValidDeviceID(cfg.DeviceID); err != nil {
 		errs = append(errs, fmt.Errorf("device id: %w", err))
@@ -139,8 +181,20 @@ func New(cfg Config, q Queue) (*Uplink, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff max %s is below backoff min %s", cfg.BackoffMax, cfg.BackoffMin))
 	}
-	if q == nil {
-		errs = append(errs, errors.New("no queue"))
+	if cfg.BatchMaxPoints == 0 {
+		cfg.BatchMaxPoints = 500
+	}
+	if cfg.BatchMaxPoints < 1 || cfg.BatchMaxPoints > protocol.MaxPointsPerBatch {
+		errs = append(errs, fmt.Errorf("batch max points must be 1 to %d, got %d", protocol.MaxPointsPerBatch, cfg.BatchMaxPoints))
+	}
+	if cfg.DrainRate < 0 {
+		errs = append(errs, fmt.Errorf("drain rate must not be negative, got %v", cfg.DrainRate))
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 30 * time.Second
+	}
+	if sp == nil {
+		errs = append(errs, errors.New("no spool"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating uplink: %w", err)
@@ -153,11 +207,15 @@ func New(cfg Config, q Queue) (*Uplink, error) {
 	}
 	up := &Uplink{
 		cfg:  cfg,
-		q:    q,
+		sp:   sp,
 		log:  cfg.Logger.With("component", "uplink"),
 		url:  u,
 		bo:   newBackoff(cfg.BackoffMin, cfg.BackoffMax),
 		upCh: make(chan struct{}, 1),
+	}
+	if cfg.DrainRate > 0 {
+		// A burst of one batch: a batch is waited for as a whole.
+		up.drain = rate.NewLimiter(rate.Limit(cfg.DrainRate), cfg.BatchMaxPoints)
 	}
 	up.qos.Store(uint32(cfg.QoS))
 	up.connCtx, up.connCancel = context.WithCancel(context.Background())
@@ -175,7 +233,12 @@ func (u *Uplink) Stats() Stats {
 		BatchesAcked:    u.acked.Load(),
 		PointsAcked:     u.ackedPoints.Load(),
 		BatchesRejected: u.rejected.Load(),
+		PointsRejected:  u.rejectedPoints.Load(),
 		Retries:         u.retries.Load(),
+		PointsBacklog:   u.backlogPoints.Load(),
+		Draining:        u.draining.Load(),
+		LiveMark:        u.liveMark.Load(),
+		StatusSent:      u.statusN.Load(),
 	}
 	if ns := u.lastPublish.Load(); ns != 0 {
 		s.LastPublish = time.Unix(0, ns)
@@ -183,19 +246,21 @@ func (u *Uplink) Stats() Stats {
 	return s
 }
 
-// Run connects and publishes until ctx is done. Then it publishes a
-// retained offline status (a clean disconnect does not trigger the last
-// will), disconnects, and returns nil once every goroutine it started,
-// autopaho's included, has exited. It may be called once.
+// Run connects and publishes until ctx is done. Then, for up to
+// Config.StopGrace while connected, it goes on publishing what waits in
+// the spool; then it publishes a retained offline status (a clean
+// disconnect does not trigger the last will), disconnects, and returns nil
+// once every goroutine it started, autopaho's included, has exited. What
+// was not delivered stays in the spool. It may be called once.
 func (u *Uplink) Run(ctx context.Context) error {
 	if !u.started.CompareAndSwap(false, true) {
 		return errors.New("uplink: Run called twice")
 	}
-	will, err := u.status(outpostv1.Status_STATE_OFFLINE, time.Time{})
+	will, err := u.status(outpostv1.Status_STATE_OFFLINE, time.Time{}, false)
 	if err != nil {
 		return err
 	}
-	// The connection outlives ctx a little, for the goodbye below.
+	// The connection outlives ctx a little, for the grace and the goodbye.
 	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMgr()
 	cm, err := autopaho.NewConnection(mgrCtx, u.clientConfig(will))
@@ -204,10 +269,14 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	u.log.Info("connecting to broker", "url", u.url.Redacted(), "client_id", u.cfg.DeviceID)
 
+	sendCtx, stopSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSend()
 	var wg sync.WaitGroup
-	wg.Go(func() { u.sendLoop(ctx, cm) })
-	wg.Go(func() { u.birthLoop(ctx, cm) })
+	wg.Go(func() { u.sendLoop(sendCtx, cm) })
+	wg.Go(func() { u.statusLoop(ctx, cm) })
 	<-ctx.Done()
+	u.grace()
+	stopSend()
 	wg.Wait()
 
 	u.goodbye(cm)
@@ -225,13 +294,42 @@ func (u *Uplink) Run(ctx context.Context) error {
 	return nil
 }
 
+// grace waits, for at most StopGrace, while connected and points wait.
+func (u *Uplink) grace() {
+	if u.cfg.StopGrace <= 0 {
+		return
+	}
+	u.connMu.Lock()
+	connCtx := u.connCtx
+	u.connMu.Unlock()
+	if connCtx.Err() != nil {
+		return
+	}
+	t := time.NewTimer(u.cfg.StopGrace)
+	defer t.Stop()
+	for {
+		changed := u.sp.Changed()
+		if u.sp.WireStats().GetPoints() == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-connCtx.Done():
+			return
+		case <-t.C:
+			u.log.Info("stopping with points still in the spool; they are sent after the next start", "points", u.sp.WireStats().GetPoints())
+			return
+		}
+	}
+}
+
 func (u *Uplink) clientConfig(will []byte) autopaho.ClientConfig {
 	return autopaho.ClientConfig{
 		ServerUrls:     []*url.URL{u.url},
 		TlsCfg:         u.cfg.TLS,
 		KeepAlive:      uint16(u.cfg.KeepAlive / time.Second),
 		ConnectTimeout: u.cfg.ConnectTimeout,
-		// The agent keeps unacknowledged batches in its own queue, so it
+		// The agent keeps unacknowledged points in its spool, so it
 		// needs no broker-side session: a fresh session per connection,
 		// ended when the connection ends.
 		CleanStartOnInitialConnection: true,
@@ -358,155 +456,9 @@ func (u *Uplink) publish(ctx, connCtx context.Context, cm *autopaho.ConnectionMa
 	return pr, err
 }
 
-func (u *Uplink) status(state outpostv1.Status_State, ts time.Time) ([]byte, error) {
-	s := &outpostv1.Status{State: state, AgentVersion: u.cfg.AgentVersion}
-	if !ts.IsZero() {
-		s.TsUnixMs = ts.UnixMilli()
-	}
-	return protocol.EncodeStatus(s)
-}
-
 // retryDelay is the pause before publishing a batch again after a failure
 // that did not (yet) show up as a lost connection.
 func (u *Uplink) retryDelay() time.Duration { return min(u.cfg.BackoffMin, 5*time.Second) }
-
-func (u *Uplink) sendLoop(ctx context.Context, cm *autopaho.ConnectionManager) {
-	for {
-		b, err := u.q.Next(ctx)
-		if err != nil {
-			return // ctx is done
-		}
-		u.deliver(ctx, cm, b)
-		select {
-		case <-ctx.Done():
-			return
-		case <-cm.Done(): // cannot happen before ctx ends; guards against a busy loop
-			return
-		default:
-		}
-	}
-}
-
-// deliver publishes b until the broker accepts or rejects it, or ctx ends.
-func (u *Uplink) deliver(ctx context.Context, cm *autopaho.ConnectionManager, b *outpostv1.TelemetryBatch) {
-	log := u.log.With("seq_first", b.GetSeqFirst(), "points", len(b.GetPoints()))
-	payload, err := protocol.EncodeTelemetry(b)
-	if err != nil {
-		u.rejected.Add(1)
-		log.Error("dropping a batch that cannot be encoded", "err", err)
-		u.done(b)
-		return
-	}
-	for attempt := 0; ; attempt++ {
-		connCtx, err := u.awaitConn(ctx, cm)
-		if err != nil {
-			return
-		}
-		if attempt > 0 {
-			u.retries.Add(1)
-		}
-		u.sent.Add(1)
-		pr, err := u.publish(ctx, connCtx, cm, &paho.Publish{
-			QoS:        byte(u.qos.Load()),
-			Topic:      protocol.TelemetryTopic(u.cfg.DeviceID),
-			Payload:    payload,
-			Properties: &paho.PublishProperties{ContentType: protocol.ContentTypeProtobuf},
-		})
-		switch {
-		case pr != nil && pr.ReasonCode >= 0x80:
-			u.rejected.Add(1)
-			reason := ""
-			if pr.Properties != nil {
-				reason = pr.Properties.ReasonString
-			}
-			log.Warn("broker rejected a telemetry batch; it will not be retried",
-				"reason_code", fmt.Sprintf("0x%02x", pr.ReasonCode), "reason", reason)
-			u.done(b)
-			return
-		case err == nil:
-			u.acked.Add(1)
-			u.ackedPoints.Add(uint64(len(b.GetPoints())))
-			u.lastPublish.Store(time.Now().UnixNano())
-			u.done(b)
-			return
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, paho.ErrInvalidArguments):
-			u.rejected.Add(1)
-			log.Error("cannot publish a telemetry batch; it will not be retried", "err", err)
-			u.done(b)
-			return
-		}
-		log.Info("publishing a batch failed; retrying", "err", err, "attempt", attempt+1)
-		if !sleep(ctx, u.retryDelay()) {
-			return
-		}
-	}
-}
-
-func (u *Uplink) done(b *outpostv1.TelemetryBatch) {
-	if err := u.q.Done(b); err != nil {
-		u.log.Warn("removing a batch from the queue failed", "seq_first", b.GetSeqFirst(), "err", err)
-	}
-}
-
-// birthLoop publishes the retained online status after every connection.
-func (u *Uplink) birthLoop(ctx context.Context, cm *autopaho.ConnectionManager) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-u.upCh:
-		}
-		for {
-			err := u.publishStatus(ctx, cm, outpostv1.Status_STATE_ONLINE)
-			if err == nil || ctx.Err() != nil || !u.connected.Load() {
-				break // done, stopping, or the next connection will try again
-			}
-			u.log.Warn("publishing the birth message failed; retrying", "err", err)
-			if !sleep(ctx, u.retryDelay()) {
-				return
-			}
-		}
-	}
-}
-
-// goodbye publishes the retained offline status before a clean disconnect.
-func (u *Uplink) goodbye(cm *autopaho.ConnectionManager) {
-	if !u.connected.Load() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := u.publishStatus(ctx, cm, outpostv1.Status_STATE_OFFLINE); err != nil {
-		u.log.Debug("publishing the offline status failed", "err", err)
-	}
-}
-
-// publishStatus publishes a retained status once a connection is up.
-func (u *Uplink) publishStatus(ctx context.Context, cm *autopaho.ConnectionManager, state outpostv1.Status_State) error {
-	payload, err := u.status(state, time.Now())
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
-	defer cancel()
-	connCtx, err := u.awaitConn(ctx, cm)
-	if err != nil {
-		return fmt.Errorf("publishing %s status: %w", state, err)
-	}
-	_, err = u.publish(ctx, connCtx, cm, &paho.Publish{
-		QoS:        1,
-		Retain:     true,
-		Topic:      protocol.StatusTopic(u.cfg.DeviceID),
-		Payload:    payload,
-		Properties: &paho.PublishProperties{ContentType: protocol.ContentTypeProtobuf},
-	})
-	if err != nil {
-		return fmt.Errorf("publishing %s status: %w", state, err)
-	}
-	return nil
-}
 
 // sleep waits for d or until ctx is done; it reports whether d elapsed.
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -170,9 +170,10 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return ok
 }
 
-// OnACLCheck lets a device use only its own topics.
+// OnACLCheck lets a device use only its own topics, and publish to none of
+// the shadow response topics, which only the hub answers on.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if protocol.DeviceMayUse(string(cl.Properties.Username), topic) {
+	if protocol.DeviceMayUse(string(cl.Properties.Username), topic) && !(write && protocol.IsShadowResponseTopic(topic)) {
 		return true
 	}
 	h.b.aclDenied.Inc()

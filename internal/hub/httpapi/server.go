@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/auth"
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/store"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // MaxBodyBytes caps every request body.
@@ -48,6 +49,8 @@ type Options struct {
 	Devices   Devices
 	Auth      Auth
 	Telemetry Telemetry
+	// Shadows serves the shadow endpoints; nil: they are not mounted.
+	Shadows Shadows
 	// Ready reports whether the hub can serve (store and broker up).
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics.
@@ -86,6 +89,9 @@ func New(opts Options) http.Handler {
 	authed.DELETE("/devices/:id", a.deleteDevice)
 	authed.POST("/devices/:id/join-token", a.newJoinToken)
 	authed.GET("/devices/:id/telemetry", a.queryTelemetry)
+	if opts.Shadows != nil {
+		a.registerShadowRoutes(authed)
+	}
 	if opts.Extra != nil {
 		opts.Extra(r)
 	}
@@ -434,7 +440,9 @@ func (a *api) queryTelemetry(c *gin.Context) {
 	if err != nil {
 		errs = append(errs, "since: "+err.Error())
 	}
-	until, err := parseTime(c.Query("until"), now, now.Add(time.Millisecond))
+	// By default nothing is cut off at the end: device clocks may run ahead
+	// of the hub's (by up to protocol.MaxClockSkew).
+	until, err := parseTime(c.Query("until"), now, now.Add(protocol.MaxClockSkew+time.Minute))
 	if err != nil {
 		errs = append(errs, "until: "+err.Error())
 	}

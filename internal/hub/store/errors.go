@@ -9,4 +9,7 @@ var (
 	ErrTokenUnknown = errors.New("join token unknown")
 	ErrTokenUsed    = errors.New("join token already used")
 	ErrTokenExpired = errors.New("join token expired")
+	// ErrVersionConflict: a compare-and-set write found another version
+	// stored than the one it expected.
+	ErrVersionConflict = errors.New("version conflict")
 )

@@ -80,3 +80,18 @@ type Presence struct {
 	At           time.Time
 	AgentVersion string // empty: keep the stored one
 }
+
+// Shadow is one stored device shadow. The store keeps the document as
+// opaque JSON; the shadow service owns its meaning.
+type Shadow struct {
+	DeviceID string
+	Name     string // empty: the device's classic shadow
+	// Version is the version of the last accepted update. A deleted shadow
+	// keeps it, so that a later update continues from it.
+	Version int64
+	// Doc is the document in the shadow service's encoding.
+	Doc []byte
+	// Deleted marks a deleted shadow (a tombstone that keeps the version).
+	Deleted   bool
+	UpdatedAt time.Time
+}

@@ -63,6 +63,15 @@ var migrations = []string{
 	ALTER TABLE devices ADD COLUMN spool_dropped INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE devices ADD COLUMN spool_oldest INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE devices ADD COLUMN spool_reported_at INTEGER NOT NULL DEFAULT 0;`,
+	`CREATE TABLE shadows (
+		device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+		name TEXT NOT NULL,
+		version INTEGER NOT NULL,
+		doc BLOB NOT NULL,
+		deleted INTEGER NOT NULL DEFAULT 0,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (device_id, name)
+	) WITHOUT ROWID;`,
 }
 
 // Open opens (creating if needed) the database file at path and migrates it.
