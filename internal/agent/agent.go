@@ -143,7 +143,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
-	if a.collector, err = collect.New(inputs, spoolSink{a}, collect.Options{Logger: log}); err != nil {
+	if a.collector, err = collect.New(inputs, spoolSink{a}, collect.Options{Logger: log, MaxConcurrentPolls: cfg.Collect.MaxConcurrentPolls}); err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
 	return a, nil
@@ -225,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		BatchMaxPoints: t.BatchMaxPoints,
 		DrainRate:      t.DrainRate,
 		StatusInterval: t.StatusInterval.D(),
+		Zstd:           t.Compression == config.CompressionZstd,
 		StopGrace:      stopGrace,
 		AgentVersion:   a.opts.Version,
 		Logger:         a.log,

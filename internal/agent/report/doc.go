@@ -1,15 +1,12 @@
-// Package report turns the stream of points from package collect into
-// outpostv1.TelemetryBatch messages: at most MaxPoints points (and never more
-// than protocol.MaxPayloadBytes encoded) or whatever arrived within MaxDelay
-// of a batch's first point, whichever comes first.
+// Package report decides, per source, when readings leave for the spool:
+// a Strategy is offered each read's points and returns those to append now.
+// Realtime passes everything on at once; Batch holds points until it has
+// max_points or the oldest has waited max_delay; OnChange passes a value
+// only when it moved past a deadband (absolute or percent) since the last
+// one it passed, or when max_interval has gone by (a heartbeat, so a flat
+// signal still shows up). Flush returns whatever is held, at shutdown.
 //
-// It also owns the device's sequence numbers. The hub stores each point
-// once per (device, seq), so a number used twice would make the hub drop the
-// second point silently. Seq therefore reserves numbers in blocks written to
-// disk (with fsync) before any number of a block is used, and starts after a
-// restart at the stored ceiling: numbers may be skipped, never reused.
-//
-// Batches go to a Sink: today the in-memory queue, later the durable spool.
-// It imports the standard library, protobuf, package protocol, the
-// generated wire types and atomicfile; it knows nothing about MQTT.
+// Strategies are used from a single goroutine each and need no locking. The
+// package imports the standard library, the generated wire types and
+// package protocol only; it knows nothing of the spool or MQTT.
 package report

@@ -129,6 +129,9 @@ func (u *Uplink) deliver(ctx, connCtx context.Context, cm *autopaho.ConnectionMa
 		log.Error("dropping a batch that cannot be encoded", "err", err)
 		return true
 	}
+	if u.cfg.Zstd {
+		payload = protocol.CompressZstd(payload)
+	}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			u.retries.Add(1)

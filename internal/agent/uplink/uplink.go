@@ -67,6 +67,8 @@ type Config struct {
 	// StatusInterval is how often the retained online status (with the
 	// spool's stats) is refreshed while connected. Default 30s.
 	StatusInterval time.Duration
+	// Zstd compresses each telemetry payload into a zstd frame.
+	Zstd bool
 	// StopGrace is how long Run, once its context is done, keeps
 	// publishing while connected and points wait. 0 stops at once.
 	StopGrace time.Duration

@@ -255,6 +255,27 @@ func TestPublishesTelemetryAndPresence(t *testing.T) {
 	}
 }
 
+func TestZstdCompressedBatches(t *testing.T) {
+	b := brokertest.Start(t, "")
+	sp := newSpool(t)
+	cfg := testConfig(b.URL, 1)
+	cfg.Zstd = true
+	r := start(t, sp, cfg)
+	add(t, sp, 1, 4)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if got := pointSeqs(t, b); !slices.Equal(got, []uint64{1, 2, 3, 4}) {
+			return fmt.Errorf("broker got seqs %v", got)
+		}
+		return nil
+	})
+	for _, m := range b.Published(telemetryTopic) {
+		if !protocol.IsZstd(m.Payload) {
+			t.Errorf("payload %x is not a zstd frame", m.Payload)
+		}
+	}
+	r.stop(t)
+}
+
 func TestStatusIsRefreshedWithSpoolStats(t *testing.T) {
 	b := brokertest.Start(t, "")
 	sp := newSpool(t)
