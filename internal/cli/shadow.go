@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/rollout"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/spf13/cobra"
 )
@@ -117,10 +118,12 @@ reports it. Values are shown as JSON. -o json prints the document as the hub sen
 func newShadowSetCmd(g *globals) *cobra.Command {
 	var (
 		name, file, ifMatch string
+		selector            []string
+		ro                  rolloutFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "set DEVICE [KEY=VALUE...]",
-		Short: "Change a device's desired state",
+		Use:   "set {DEVICE | --selector KEY=VALUE} [KEY=VALUE...]",
+		Short: "Change the desired state of a device, or of a group of devices in batches",
 		Long: `set merges values into a device's desired state; the device receives what differs
 from what it reports (the delta) and applies it.
 
@@ -131,15 +134,46 @@ arrays, objects) and as a plain string otherwise; null deletes the key. --file r
 JSON object to merge (- for stdin); KEY=VALUE pairs apply on top of it.
 
 --if-match VERSION applies the change only if the shadow is still at that version
-(see "outpost shadow get"), so that two operators do not overwrite each other.`,
+(see "outpost shadow get"), so that two operators do not overwrite each other.
+
+--selector LABEL=VALUE (instead of DEVICE; repeatable, all must match) rolls the change
+out to every matching device in batches of --batch devices (a count, or a percentage
+of the matching devices rounded up), in order of device id. It waits until every
+device of a batch reports the new values (its delta for those keys is gone), pauses
+--pause, and goes on with the next batch. A batch that has not converged within
+--timeout stops the rollout: the command names the devices that did not report the
+values and exits non-zero; later batches are left unchanged. It prints a line per
+batch; -o json prints a summary at the end (and the per-batch lines on stderr).`,
 		Example: `  outpost shadow set pump-7 sources.temperature.interval=200ms
   outpost shadow set pump-7 sources.vibration.enabled=false report.deadband=0.5 log.level=debug
   outpost shadow set pump-7 site.name='"42"'        # the string "42", not a number
   outpost shadow set pump-7 sources.vibration=null   # delete a key
   outpost shadow set pump-7 --file desired.json --if-match 12
-  jq -n '{log: {level: "info"}}' | outpost shadow set pump-7 --file - --name config`,
-		Args: cobra.MinimumNArgs(1),
+  jq -n '{log: {level: "info"}}' | outpost shadow set pump-7 --file - --name config
+  outpost shadow set --selector site=plant-1 log.level=debug --batch 10% --pause 30s --timeout 2m`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			group := cmd.Flags().Changed("selector")
+			var sel map[string]string
+			if group {
+				var err error
+				if sel, err = parseSelector(selector); err != nil {
+					return err
+				}
+				if ifMatch != "" {
+					return errors.New("--if-match works on one device; it cannot be combined with --selector")
+				}
+				if err := ro.validate(); err != nil {
+					return err
+				}
+			} else {
+				if len(args) == 0 {
+					return errors.New("give a DEVICE, or --selector LABEL=VALUE for a group of devices")
+				}
+				if changed := ro.changedFlags(cmd); len(changed) > 0 {
+					return fmt.Errorf("%s: only with --selector", strings.Join(changed, ", "))
+				}
+			}
 			var version string
 			if ifMatch != "" {
 				v, err := strconv.ParseInt(ifMatch, 10, 64)
@@ -148,7 +182,11 @@ JSON object to merge (- for stdin); KEY=VALUE pairs apply on top of it.
 				}
 				version = strconv.FormatInt(v, 10)
 			}
-			if file == "" && len(args) == 1 {
+			assignments := args
+			if !group {
+				assignments = args[1:]
+			}
+			if file == "" && len(assignments) == 0 {
 				return errors.New("nothing to set: give KEY=VALUE pairs or --file")
 			}
 			var frag map[string]any
@@ -158,13 +196,16 @@ JSON object to merge (- for stdin); KEY=VALUE pairs apply on top of it.
 					return err
 				}
 			}
-			frag, err := applyAssignments(frag, args[1:])
+			frag, err := applyAssignments(frag, assignments)
 			if err != nil {
 				return err
 			}
 			c, err := g.client(cmd)
 			if err != nil {
 				return err
+			}
+			if group {
+				return g.rollout(cmd.Context(), c, name, sel, frag, ro)
 			}
 			if version != "" {
 				c = c.withHeader("If-Match", strconv.Quote(version))
@@ -192,6 +233,8 @@ JSON object to merge (- for stdin); KEY=VALUE pairs apply on top of it.
 	f.StringVar(&name, "name", "", "named shadow (default: the classic shadow)")
 	f.StringVarP(&file, "file", "f", "", "JSON object to merge into desired (- reads stdin)")
 	f.StringVar(&ifMatch, "if-match", "", "apply only if the shadow is at this version")
+	f.StringArrayVarP(&selector, "selector", "l", nil, "roll out to the devices with this LABEL=VALUE (repeatable, all must match)")
+	ro.register(cmd)
 	return cmd
 }
 
@@ -541,4 +584,192 @@ func compactJSON(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// rolloutFlags are the flags of "shadow set --selector".
+type rolloutFlags struct {
+	batch                 string
+	pause, timeout, every time.Duration
+}
+
+var rolloutFlagNames = []string{"batch", "pause", "timeout", "poll-interval"}
+
+func (r *rolloutFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&r.batch, "batch", "10%", "with --selector: devices per batch, a count (5) or a percentage of the matching devices (10%)")
+	f.DurationVar(&r.pause, "pause", 0, "with --selector: wait between a converged batch and the next")
+	f.DurationVar(&r.timeout, "timeout", rollout.DefaultTimeout, "with --selector: stop if a batch has not converged within this time")
+	f.DurationVar(&r.every, "poll-interval", rollout.DefaultPollInterval, "with --selector: how often to read the shadows of a batch")
+}
+
+// validate reports every bad rollout flag at once.
+func (r *rolloutFlags) validate() error {
+	var errs []error
+	if _, err := rollout.ParseBatchSize(r.batch); err != nil {
+		errs = append(errs, fmt.Errorf("--batch: %w", err))
+	}
+	if r.pause < 0 {
+		errs = append(errs, fmt.Errorf("--pause %s: must not be negative", r.pause))
+	}
+	if r.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: must be positive", r.timeout))
+	}
+	if r.every < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--poll-interval %s: at least 10ms", r.every))
+	}
+	return errors.Join(errs...)
+}
+
+// changedFlags returns the rollout flags given on the command line.
+func (r *rolloutFlags) changedFlags(cmd *cobra.Command) []string {
+	var out []string
+	for _, n := range rolloutFlagNames {
+		if cmd.Flags().Changed(n) {
+			out = append(out, "--"+n)
+		}
+	}
+	return out
+}
+
+// parseSelector parses --selector LABEL=VALUE flags.
+func parseSelector(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, errors.New("--selector: give at least one LABEL=VALUE")
+	}
+	m := make(map[string]string, len(flags))
+	var errs []error
+	for _, f := range flags {
+		k, v, ok := strings.Cut(f, "=")
+		switch {
+		case !ok || k == "":
+			errs = append(errs, fmt.Errorf("--selector %q: want LABEL=VALUE, e.g. site=plant-1", f))
+		case m[k] != "" && m[k] != v:
+			errs = append(errs, fmt.Errorf("--selector %q: label %q given twice with different values", f, k))
+		default:
+			m[k] = v
+		}
+	}
+	return m, errors.Join(errs...)
+}
+
+// formatSelector renders a selector as "k=v,k2=v2", sorted.
+func formatSelector(sel map[string]string) string {
+	parts := make([]string, 0, len(sel))
+	for k, v := range sel {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// restRollout is rollout.API over the hub's REST API, for one shadow name.
+type restRollout struct {
+	c    *client
+	name string
+}
+
+var _ rollout.API = restRollout{}
+
+func (r restRollout) Devices(ctx context.Context, sel map[string]string) ([]string, error) {
+	q := url.Values{}
+	for k, v := range sel {
+		q.Add("label", k+"="+v)
+	}
+	var resp struct {
+		Devices []device `json:"devices"`
+	}
+	if _, err := r.c.doJSON(ctx, http.MethodGet, pathDevices, q, nil, &resp); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(resp.Devices))
+	for i, d := range resp.Devices {
+		ids[i] = d.ID
+	}
+	return ids, nil
+}
+
+func (r restRollout) PatchDesired(ctx context.Context, id string, frag map[string]any) (map[string]any, error) {
+	path, q := shadowPath(id, r.name)
+	return r.reported(r.c.do(ctx, http.MethodPatch, path, q, frag))
+}
+
+func (r restRollout) Reported(ctx context.Context, id string) (map[string]any, error) {
+	path, q := shadowPath(id, r.name)
+	return r.reported(r.c.do(ctx, http.MethodGet, path, q, nil))
+}
+
+func (restRollout) reported(raw []byte, err error) (map[string]any, error) {
+	if err != nil {
+		return nil, err
+	}
+	d, err := decodeShadow(raw)
+	if err != nil {
+		return nil, err
+	}
+	return d.State.Reported, nil
+}
+
+// rollout runs "shadow set --selector": one progress line per batch (on
+// stderr with -o json, whose stdout carries only the final summary).
+func (g *globals) rollout(ctx context.Context, c *client, name string, sel map[string]string, frag map[string]any, f rolloutFlags) error {
+	batch, err := rollout.ParseBatchSize(f.batch)
+	if err != nil {
+		return err
+	}
+	progress := g.stdout
+	if g.jsonOutput() {
+		progress = g.stderr
+	}
+	what := "devices matching " + formatSelector(sel)
+	if name != "" {
+		what += " (shadow " + name + ")"
+	}
+	r := &rollout.Rollout{
+		API: restRollout{c: c, name: name}, Selector: sel, Desired: frag, Batch: batch,
+		Pause: f.pause, Timeout: f.timeout, PollInterval: f.every,
+		OnStart: func(batches [][]string) {
+			n := 0
+			for _, b := range batches {
+				n += len(b)
+			}
+			fmt.Fprintln(progress, sanitize(fmt.Sprintf("Rolling out %s to %d %s in %d batch(es) of up to %d (pause %s, timeout %s).",
+				compactJSON(frag), n, what, len(batches), len(batches[0]), f.pause, f.timeout)))
+		},
+		OnBatch: func(b rollout.BatchResult) {
+			status := "converged"
+			if len(b.Failed) > 0 {
+				names := make([]string, len(b.Failed))
+				for i, fl := range b.Failed {
+					names[i] = fl.Device
+				}
+				status = "FAILED: " + strings.Join(names, ", ") + " did not converge"
+			}
+			fmt.Fprintln(progress, sanitize(fmt.Sprintf("batch %d/%d  %s  %s  %s",
+				b.Index, b.Of, strings.Join(b.Devices, ", "), status, roundElapsed(b.Elapsed))))
+		},
+	}
+	res, err := r.Run(ctx)
+	switch {
+	case errors.Is(err, rollout.ErrNoDevices):
+		err = fmt.Errorf("no device matches --selector %s; nothing changed (see \"outpost devices ls --label ...\")", formatSelector(sel))
+	case err != nil:
+		err = fmt.Errorf("rolling out to %s: %w", what, err)
+	}
+	if g.jsonOutput() {
+		if werr := writeJSONValue(g.stdout, res); werr != nil && err == nil {
+			err = werr
+		}
+	} else if err == nil {
+		fmt.Fprintf(progress, "Done: %d device(s) converged in %s.\n", len(res.Converged), roundElapsed(time.Duration(res.ElapsedMS)*time.Millisecond))
+	}
+	return err
+}
+
+// roundElapsed rounds d for display: milliseconds below a second, tenths
+// of a second above.
+func roundElapsed(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,13 +17,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/outpost-edge/outpost/internal/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // startRealHub runs a hub in-process on free ports, logs the CLI in to it
 // and returns its URL.
 func startRealHub(t *testing.T) string {
+	t.Helper()
+	return startRealHubFull(t).HTTPURL()
+}
+
+// startRealHubFull is startRealHub returning the hub itself.
+func startRealHubFull(t *testing.T) *hub.Hub {
 	t.Helper()
 	cleanEnv(t)
 	cfg := hub.Default()
@@ -48,7 +58,7 @@ func startRealHub(t *testing.T) string {
 	if _, _, err := run(t, string(pw), "login", "--hub", h.HTTPURL(), "--user", "admin", "--password-stdin"); err != nil {
 		t.Fatalf("login: %v", err)
 	}
-	return h.HTTPURL()
+	return h
 }
 
 // desiredOf returns the desired state of a device's shadow as compact JSON.
@@ -146,6 +156,14 @@ func TestShadowCommandErrors(t *testing.T) {
 		{"too deep for the hub", []string{"shadow", "set", "pump-7", "a.b.c.d.e.f.g=1"}, "maximum is 6"},
 		{"bad shadow name", []string{"shadow", "get", "pump-7", "--name", "a b"}, "shadow name"},
 		{"interval too short", []string{"shadow", "watch", "pump-7", "--interval", "1ms"}, "at least 100ms"},
+		{"no device, no selector", []string{"shadow", "set"}, "give a DEVICE, or --selector"},
+		{"selector matches nothing", []string{"shadow", "set", "--selector", "site=nowhere", "a=1"}, "no device matches --selector site=nowhere; nothing changed"},
+		{"selector not key=value", []string{"shadow", "set", "--selector", "site", "a=1"}, "want LABEL=VALUE"},
+		{"selector and if-match", []string{"shadow", "set", "-l", "site=x", "a=1", "--if-match", "1"}, "cannot be combined with --selector"},
+		{"rollout flags without selector", []string{"shadow", "set", "pump-7", "a=1", "--batch", "5"}, "--batch: only with --selector"},
+		{"bad rollout flags", []string{"shadow", "set", "-l", "site=x", "a=1", "--batch", "0%", "--timeout", "0s"}, "--batch: batch size \"0%\""},
+		{"bad timeout", []string{"shadow", "set", "-l", "site=x", "a=1", "--batch", "0%", "--timeout", "0s"}, "--timeout 0s: must be positive"},
+		{"selector, nothing to set", []string{"shadow", "set", "-l", "site=x"}, "nothing to set"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -330,5 +348,216 @@ func TestShadowWatchStopsOnAuthError(t *testing.T) {
 	var ae *apiError
 	if !errors.As(err, &ae) || ae.Status != 401 {
 		t.Errorf("watch with a bad token: %v, want a 401", err)
+	}
+}
+
+// simDevice is a simulated device: a raw MQTT client that subscribes to its
+// shadow delta and, if it answers, reports the delta's values back.
+type simDevice struct {
+	id     string
+	client *paho.Client
+	deltas chan []byte
+}
+
+// startSimDevice registers id with labels through the CLI, joins it and
+// connects it. A device that does not answer receives deltas but never
+// reports.
+func startSimDevice(t *testing.T, h *hub.Hub, id string, answers bool, labels ...string) {
+	t.Helper()
+	args := []string{"devices", "add", id, "-o", "json"}
+	for _, l := range labels {
+		args = append(args, "--label", l)
+	}
+	var add joinResponse
+	if err := json.Unmarshal([]byte(mustRun(t, args...)), &add); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"token": add.JoinToken})
+	resp, err := http.Post(h.HTTPURL()+"/api/v1/join", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred struct {
+		MQTTPassword string `json:"mqtt_password"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&cred)
+	resp.Body.Close()
+	if err != nil || cred.MQTTPassword == "" {
+		t.Fatalf("joining %s: %v (status %d)", id, err, resp.StatusCode)
+	}
+
+	conn, err := net.Dial("tcp", h.MQTTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &simDevice{id: id, deltas: make(chan []byte, 16)}
+	delta := protocol.ShadowTopic(id, "", protocol.ShadowOpUpdate, protocol.ShadowDelta)
+	d.client = paho.NewClient(paho.ClientConfig{
+		Conn:     conn,
+		ClientID: id,
+		// The handler runs on paho's reading goroutine, which must not
+		// block on a publish's acknowledgement; a worker answers instead.
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			if pr.Packet.Topic == delta && answers {
+				select {
+				case d.deltas <- pr.Packet.Payload:
+				default:
+					t.Errorf("%s: delta queue full", id)
+				}
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ca, err := d.client.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true,
+		UsernameFlag: true, Username: id, PasswordFlag: true, Password: []byte(cred.MQTTPassword)})
+	if err != nil || ca.ReasonCode != 0 {
+		conn.Close()
+		t.Fatalf("connecting %s: %v", id, err)
+	}
+	if _, err := d.client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: delta, QoS: 1}}}); err != nil {
+		t.Fatalf("subscribing %s to its delta: %v", id, err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.answer(t, stop)
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+		_ = d.client.Disconnect(&paho.Disconnect{})
+	})
+}
+
+// answer reports the values of every delta until stop is closed.
+func (d *simDevice) answer(t *testing.T, stop <-chan struct{}) {
+	update := protocol.ShadowTopic(d.id, "", protocol.ShadowOpUpdate, "")
+	for {
+		var payload []byte
+		select {
+		case <-stop:
+			return
+		case payload = <-d.deltas:
+		}
+		var delta struct {
+			State json.RawMessage `json:"state"`
+		}
+		if err := json.Unmarshal(payload, &delta); err != nil {
+			t.Errorf("%s: decoding delta %s: %v", d.id, payload, err)
+			continue
+		}
+		report := []byte(`{"state":{"reported":` + string(delta.State) + `}}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := d.client.Publish(ctx, &paho.Publish{Topic: update, QoS: 1, Payload: report})
+		cancel()
+		if err != nil {
+			select {
+			case <-stop: // shutting down
+			default:
+				t.Errorf("%s: reporting: %v", d.id, err)
+			}
+			return
+		}
+	}
+}
+
+// TestShadowRollout rolls a change out to 20 simulated devices, 2 per
+// batch; dev-07 never reports, so the rollout stops at batch 4 and says so,
+// and the devices of batches 5 to 10 are left unchanged.
+func TestShadowRollout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub and 20 MQTT clients")
+	}
+	h := startRealHubFull(t)
+	for i := 1; i <= 20; i++ {
+		id := fmt.Sprintf("dev-%02d", i)
+		labels := []string{"site=plant-1"}
+		if i <= 4 {
+			labels = append(labels, "ring=canary")
+		}
+		startSimDevice(t, h, id, id != "dev-07", labels...)
+	}
+	startSimDevice(t, h, "elsewhere", true, "site=plant-2")
+
+	stdout, stderr, err := run(t, "", "shadow", "set", "--selector", "site=plant-1",
+		"sources.temperature.interval=200ms", "log.level=debug",
+		"--batch", "10%", "--pause", "20ms", "--timeout", "2s", "--poll-interval", "20ms")
+	if err == nil {
+		t.Fatalf("rollout with a silent device succeeded:\n%s", stdout)
+	}
+	t.Logf("outpost shadow set --selector ...:\n%soutpost: %v", stdout, err)
+	for _, want := range []string{"batch 4 of 10 did not converge within 2s", "dev-07 (", "12 device(s) in later batches left unchanged"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "dev-08 (") {
+		t.Errorf("error names dev-08, which converged: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "Rolling out ") || !strings.Contains(lines[0], "to 20 devices matching site=plant-1 in 10 batch(es) of up to 2") {
+		t.Fatalf("progress (stderr %q):\n%s", stderr, stdout)
+	}
+	for i, l := range lines[1:4] {
+		want := fmt.Sprintf("batch %d/10  dev-%02d, dev-%02d  converged  ", i+1, 2*i+1, 2*i+2)
+		if !strings.HasPrefix(l, want) {
+			t.Errorf("line %q, want it to start with %q", l, want)
+		}
+	}
+	if !strings.HasPrefix(lines[4], "batch 4/10  dev-07, dev-08  FAILED: dev-07 did not converge  2") {
+		t.Errorf("line of the failed batch: %q", lines[4])
+	}
+
+	// Converged devices report the values; dev-07 only has them desired;
+	// later batches and other sites were never changed.
+	for _, id := range []string{"dev-01", "dev-08"} {
+		var doc struct {
+			State struct{ Reported, Delta map[string]any }
+		}
+		json.Unmarshal([]byte(mustRun(t, "shadow", "get", id, "-o", "json")), &doc)
+		if compactJSON(doc.State.Reported) != `{"log":{"level":"debug"},"sources":{"temperature":{"interval":"200ms"}}}` || doc.State.Delta != nil {
+			t.Errorf("%s: reported %v, delta %v", id, doc.State.Reported, doc.State.Delta)
+		}
+	}
+	if desired, _ := desiredOf(t, "dev-07"); desired != `{"log":{"level":"debug"},"sources":{"temperature":{"interval":"200ms"}}}` {
+		t.Errorf("dev-07 desired = %s", desired)
+	}
+	for _, id := range []string{"dev-09", "dev-15", "dev-20", "elsewhere"} {
+		if _, _, err := run(t, "", "shadow", "get", id); err == nil || !strings.Contains(err.Error(), "not_found") {
+			t.Errorf("%s has a shadow after the stopped rollout (err %v); want none", id, err)
+		}
+	}
+
+	// -o json: a summary on stdout, progress on stderr.
+	stdout, stderr, err = run(t, "", "shadow", "set", "-l", "site=plant-1", "-l", "ring=canary", "log.level=info",
+		"--batch", "2", "--timeout", "10s", "--poll-interval", "20ms", "-o", "json")
+	if err != nil {
+		t.Fatalf("canary rollout: %v\n%s", err, stderr)
+	}
+	var sum struct {
+		Status     string   `json:"status"`
+		Devices    int      `json:"devices"`
+		BatchSize  int      `json:"batch_size"`
+		Converged  []string `json:"converged"`
+		NotStarted []string `json:"not_started"`
+		Batches    []struct {
+			Devices   []string `json:"devices"`
+			ElapsedMS *int64   `json:"elapsed_ms"`
+		} `json:"batches"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("-o json printed %q: %v", stdout, err)
+	}
+	if sum.Status != "converged" || sum.Devices != 4 || sum.BatchSize != 2 || len(sum.Batches) != 2 ||
+		strings.Join(sum.Converged, ",") != "dev-01,dev-02,dev-03,dev-04" || len(sum.NotStarted) != 0 || sum.Batches[1].ElapsedMS == nil {
+		t.Errorf("summary = %s", stdout)
+	}
+	if strings.Count(stderr, "converged") != 2 {
+		t.Errorf("stderr = %q, want one progress line per batch", stderr)
 	}
 }
