@@ -223,8 +223,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	a, err := agent.New(cfg, agent.Options{Logger: logger, DataDir: *dataDir, Version: version})
+	levelVar := new(slog.LevelVar)
+	levelVar.Set(lvl)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: levelVar}))
+	a, err := agent.New(cfg, agent.Options{Logger: logger, DataDir: *dataDir, Version: version, LogLevel: levelVar})
 	if err != nil {
 		return err
 	}

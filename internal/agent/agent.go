@@ -18,6 +18,7 @@ import (
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/internal/agent/collect"
 	"github.com/outpost-edge/outpost/internal/agent/config"
+	"github.com/outpost-edge/outpost/internal/agent/shadow"
 	"github.com/outpost-edge/outpost/internal/agent/spool"
 	"github.com/outpost-edge/outpost/internal/agent/uplink"
 )
@@ -48,6 +49,9 @@ type Options struct {
 	// Version is the agent version announced in the status messages and
 	// in /metrics.
 	Version string
+	// LogLevel is the level variable of Logger's handler: the shadow's
+	// log_level sets it. nil: log_level is reported but changes nothing.
+	LogLevel *slog.LevelVar
 }
 
 // Stats is a snapshot of the agent's counters.
@@ -110,6 +114,8 @@ type Agent struct {
 	log  *slog.Logger
 
 	collector *collect.Collector
+	// shadow keeps the running settings in line with the device shadow.
+	shadow *shadow.Client
 
 	started atomic.Bool
 	running atomic.Bool
@@ -146,7 +152,72 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if a.collector, err = collect.New(inputs, spoolSink{a}, collect.Options{Logger: log, MaxConcurrentPolls: cfg.Collect.MaxConcurrentPolls}); err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
+	level := slog.LevelInfo
+	if opts.LogLevel != nil {
+		level = opts.LogLevel.Level()
+	}
+	a.shadow, err = shadow.New(shadow.Options{
+		Config:   cfg,
+		LogLevel: level,
+		Path:     filepath.Join(opts.DataDir, shadow.FileName),
+		Apply:    a.applySettings,
+		Publish:  a.publish,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating agent: %w", err)
+	}
 	return a, nil
+}
+
+// publish publishes a shadow request over the uplink.
+func (a *Agent) publish(ctx context.Context, topic string, payload []byte) error {
+	up := a.uplink.Load()
+	if up == nil {
+		return uplink.ErrNotConnected
+	}
+	return up.Publish(ctx, topic, payload)
+}
+
+// applySettings makes next, from the shadow, the running settings; prev
+// is what runs now. The spool and the uplink are changed once Run has
+// created them; before, Run creates them with the shadow's settings.
+func (a *Agent) applySettings(prev, next shadow.Settings) {
+	if next.LogLevel != prev.LogLevel && a.opts.LogLevel != nil {
+		a.opts.LogLevel.Set(next.LogLevel)
+	}
+	for name, n := range next.Sources {
+		p, ok := prev.Sources[name]
+		if ok && *p == *n {
+			continue
+		}
+		set := collect.Settings{Interval: n.Interval.D(), Enabled: n.Enabled}
+		if !ok || p.Report != n.Report {
+			st, err := collect.StrategyFor(n.Report)
+			if err != nil {
+				a.log.Error("building a report strategy from the shadow failed; keeping the previous one", "source", name, "err", err)
+			} else {
+				set.Strategy = st
+			}
+		}
+		if err := a.collector.Configure(name, set); err != nil {
+			a.log.Error("changing a source from the shadow failed", "source", name, "err", err)
+		}
+	}
+	if sp := a.spool.Load(); sp != nil && (next.SpoolMaxBytes != prev.SpoolMaxBytes || next.SpoolMaxAge != prev.SpoolMaxAge || next.SpoolOverflow != prev.SpoolOverflow) {
+		if err := sp.SetLimits(spoolLimits(next)); err != nil {
+			a.log.Error("changing the spool limits from the shadow failed", "err", err)
+		}
+	}
+	if up := a.uplink.Load(); up != nil && next.QoS != prev.QoS {
+		if err := up.SetQoS(byte(next.QoS)); err != nil {
+			a.log.Error("changing the telemetry QoS from the shadow failed", "err", err)
+		}
+	}
+}
+
+func spoolLimits(s shadow.Settings) spool.Limits {
+	return spool.Limits{MaxBytes: int64(s.SpoolMaxBytes), MaxAge: s.SpoolMaxAge.D(), Overflow: spool.Overflow(s.SpoolOverflow)}
 }
 
 // spoolPath is where the spool file lives: spool.path, relative to the
@@ -190,15 +261,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("agent.yaml sets a key that is no longer used; it is ignored", "key", k)
 	}
 
+	// The saved shadow state runs from the start, hub or no hub.
+	a.shadow.ApplySaved()
+	settings := a.shadow.Settings()
+	lim := spoolLimits(settings)
 	sc := a.cfg.Spool
 	sp, err := spool.Open(spool.Options{
 		Path:           a.spoolPath(),
 		SeqFloorPath:   filepath.Join(a.opts.DataDir, spool.FloorFileName),
 		CommitInterval: sc.CommitInterval.D(),
 		CommitPoints:   sc.CommitPoints,
-		MaxBytes:       int64(sc.MaxBytes),
-		MaxAge:         sc.MaxAge.D(),
-		Overflow:       spool.Overflow(sc.Overflow),
+		MaxBytes:       lim.MaxBytes,
+		MaxAge:         lim.MaxAge,
+		Overflow:       lim.Overflow,
 		Logger:         a.log,
 	})
 	if err != nil {
@@ -221,7 +296,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		ConnectTimeout: a.cfg.MQTT.ConnectTimeout.D(),
 		BackoffMin:     a.cfg.MQTT.BackoffMin.D(),
 		BackoffMax:     a.cfg.MQTT.BackoffMax.D(),
-		QoS:            byte(t.QoS),
+		QoS:            byte(settings.QoS),
 		BatchMaxPoints: t.BatchMaxPoints,
 		DrainRate:      t.DrainRate,
 		StatusInterval: t.StatusInterval.D(),
@@ -229,6 +304,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		StopGrace:      stopGrace,
 		AgentVersion:   a.opts.Version,
 		Logger:         a.log,
+		Subscriptions:  a.shadow.Subscriptions(),
+		OnMessage:      a.shadow.HandleMessage,
+		OnSubscribed:   a.shadow.Connected,
 	}, sp)
 	if err != nil {
 		return err
@@ -267,6 +345,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer stopUplink()
 		return a.collector.Run(gctx)
 	})
+	g.Go(func() error { return a.shadow.Run(gctx) })
 	if ln != nil {
 		srv := &http.Server{
 			Handler:           a.Handler(),

@@ -2,7 +2,9 @@
 //
 //	collect (sources, report strategies) → spool (on disk) → uplink (MQTT)
 //
-// plus the optional local HTTP server for /healthz and /metrics. A reading
+// plus the optional local HTTP server for /healthz and /metrics, and the
+// shadow client (package shadow), whose desired settings the agent applies
+// hot to the collector, the spool, the uplink and the log level. A reading
 // is accepted once the spool has committed it, and leaves the spool once
 // the broker has acknowledged it. Later stages start first and stop last:
 // the collector stops first (its last readings are still stored), then the

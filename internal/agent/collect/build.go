@@ -100,3 +100,7 @@ func newStrategy(r config.Report) (report.Strategy, error) {
 		return nil, fmt.Errorf("unknown strategy %q", r.Strategy)
 	}
 }
+
+// StrategyFor builds a new report strategy as r (defaults filled in)
+// describes, for Collector.Configure.
+func StrategyFor(r config.Report) (report.Strategy, error) { return newStrategy(r) }

@@ -59,6 +59,41 @@ type Input struct {
 	// report.Realtime, every reading as soon as it is read. Each Input
 	// needs its own: a Strategy keeps per-source state.
 	Strategy report.Strategy
+	// Disabled inputs are not read until Configure enables them.
+	Disabled bool
+}
+
+// Settings are the settings of one input that Configure changes while the
+// collector runs.
+type Settings struct {
+	// Interval is the time between two reads; it must be positive.
+	Interval time.Duration
+	// Enabled inputs are read; a disabled one waits, holding nothing.
+	Enabled bool
+	// Strategy replaces the input's strategy when not nil; the points the
+	// old one holds are appended first. A Strategy must not be shared.
+	Strategy report.Strategy
+}
+
+// inputCtl carries Configure's changes to the goroutine of one input.
+type inputCtl struct {
+	mu sync.Mutex // guards the fields below
+	// interval and enabled are the settings in force or about to be.
+	interval time.Duration
+	enabled  bool
+	// strategy is a replacement the goroutine has not taken yet.
+	strategy report.Strategy
+	// changed gets a token after every change.
+	changed chan struct{}
+}
+
+// take returns the settings and the pending strategy, which it forgets.
+func (ic *inputCtl) take() (time.Duration, bool, report.Strategy) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	st := ic.strategy
+	ic.strategy = nil
+	return ic.interval, ic.enabled, st
 }
 
 // Default values of Options.
@@ -111,6 +146,9 @@ type Collector struct {
 	log    *slog.Logger
 	// slots is the poll pool: a read holds one element while it runs.
 	slots chan struct{}
+	// ctl holds each input's changeable settings by name; the map itself
+	// does not change after New.
+	ctl map[string]*inputCtl
 
 	started atomic.Bool
 
@@ -161,13 +199,55 @@ func New(inputs []Input, sink Sink, opts Options) (*Collector, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	ctl := make(map[string]*inputCtl, len(inputs))
+	for _, in := range inputs {
+		ctl[in.Name] = &inputCtl{interval: in.Interval, enabled: !in.Disabled, changed: make(chan struct{}, 1)}
+	}
 	return &Collector{
 		inputs: inputs,
 		sink:   sink,
 		opts:   opts,
 		log:    opts.Logger.With("component", "collect"),
 		slots:  make(chan struct{}, opts.MaxConcurrentPolls),
+		ctl:    ctl,
 	}, nil
+}
+
+// Configure changes the interval, the enabled flag and optionally the
+// strategy of the input called name, before or while Run runs; the input's
+// goroutine takes the change at once, without waiting for its next read. A
+// new interval starts a new period. It is safe for concurrent use.
+func (c *Collector) Configure(name string, s Settings) error {
+	ic, ok := c.ctl[name]
+	if !ok {
+		return fmt.Errorf("configuring input %q: %w", name, ErrUnknownInput)
+	}
+	if s.Interval <= 0 {
+		return fmt.Errorf("configuring input %q: interval must be positive, got %s", name, s.Interval)
+	}
+	ic.mu.Lock()
+	ic.interval, ic.enabled = s.Interval, s.Enabled
+	if s.Strategy != nil {
+		ic.strategy = s.Strategy
+	}
+	ic.mu.Unlock()
+	select {
+	case ic.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Settings returns the interval and enabled flag of the input called name
+// (Strategy is nil) and whether there is such an input.
+func (c *Collector) Settings(name string) (Settings, bool) {
+	ic, ok := c.ctl[name]
+	if !ok {
+		return Settings{}, false
+	}
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	return Settings{Interval: ic.interval, Enabled: ic.enabled}, true
 }
 
 // Stats returns the counters. It is safe to call at any time.
@@ -200,14 +280,22 @@ func (c *Collector) Run(ctx context.Context) error {
 // runInput reads one input every interval until ctx is done.
 func (c *Collector) runInput(ctx context.Context, in Input) {
 	log := c.log.With("source", in.Name)
+	ctl := c.ctl[in.Name]
 	strategy := in.Strategy
 	if strategy == nil {
 		strategy = report.Realtime{}
 	}
-	timeout := in.Timeout
-	if timeout <= 0 || timeout > in.Interval {
-		timeout = in.Interval
+	interval, enabled, st := ctl.take()
+	if st != nil {
+		strategy = st
 	}
+	timeoutFor := func(interval time.Duration) time.Duration {
+		if in.Timeout <= 0 || in.Timeout > interval {
+			return interval
+		}
+		return in.Timeout
+	}
+	timeout := timeoutFor(interval)
 	defer func() {
 		// The last reads' points are still worth keeping: append them
 		// with a context of their own, since ctx is done.
@@ -223,16 +311,53 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 		}
 	}()
 
-	ticker := time.NewTicker(in.Interval)
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	flushTimer := time.NewTimer(time.Hour)
 	flushTimer.Stop()
 	defer flushTimer.Stop()
+	// apply takes a Configure change; it returns false when ctx is done.
+	apply := func() bool {
+		iv, en, st := ctl.take()
+		if st != nil || (!en && enabled) {
+			// A new strategy starts empty, and a disabled input holds
+			// nothing: what the old one holds goes out now.
+			if !c.append(ctx, log, strategy.Flush()) {
+				return false
+			}
+		}
+		if st != nil {
+			strategy = st
+		}
+		if iv != interval {
+			interval, timeout = iv, timeoutFor(iv)
+			ticker.Reset(iv)
+		}
+		if en != enabled {
+			log.Info("source settings changed", "enabled", en, "interval", iv)
+			if en {
+				ticker.Reset(interval)
+			}
+		}
+		enabled = en
+		return ctx.Err() == nil
+	}
 	// check is reused for every point so that validating costs no allocation.
 	check := &outpostv1.TelemetryBatch{SeqFirst: 1, Points: make([]*outpostv1.Point, 1)}
 	failing, warnedInvalid := false, false
 	panicsInARow := 0
 	for {
+		if !enabled {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ctl.changed:
+				if !apply() {
+					return
+				}
+			}
+			continue
+		}
 		if !c.acquire(ctx) {
 			return
 		}
@@ -295,16 +420,23 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 		}
 		check.Points[0] = nil
 		ok := c.append(ctx, log, strategy.Offer(now, valid))
-		if ok {
+		for ok {
 			next := ticker.C
 			if pause != nil {
 				next = pause.C
 			}
-			ok = c.wait(ctx, log, strategy, next, flushTimer)
+			var changed bool
+			ok, changed = c.wait(ctx, log, strategy, next, flushTimer, ctl.changed)
+			if !changed {
+				break
+			}
+			if ok = apply(); !enabled {
+				break
+			}
 		}
 		if pause != nil {
 			pause.Stop()
-			ticker.Reset(in.Interval)
+			ticker.Reset(interval)
 		}
 		if !ok {
 			return
@@ -314,8 +446,9 @@ func (c *Collector) runInput(ctx context.Context, in Input) {
 
 // wait waits for next, appending what strategy holds whenever its deadline
 // comes first; flushTimer is the stopped timer it uses for that. It
-// returns false when ctx is done first.
-func (c *Collector) wait(ctx context.Context, log *slog.Logger, strategy report.Strategy, next <-chan time.Time, flushTimer *time.Timer) bool {
+// returns false when ctx is done first, and changed true when a token on
+// changed ended the wait.
+func (c *Collector) wait(ctx context.Context, log *slog.Logger, strategy report.Strategy, next <-chan time.Time, flushTimer *time.Timer, changed <-chan struct{}) (ok, wasChanged bool) {
 	for {
 		var flushC <-chan time.Time
 		if d := strategy.Deadline(); !d.IsZero() {
@@ -325,13 +458,16 @@ func (c *Collector) wait(ctx context.Context, log *slog.Logger, strategy report.
 		select {
 		case <-ctx.Done():
 			flushTimer.Stop()
-			return false
+			return false, false
 		case <-next:
 			flushTimer.Stop()
-			return true
+			return true, false
+		case <-changed:
+			flushTimer.Stop()
+			return true, true
 		case <-flushC:
 			if !c.append(ctx, log, strategy.Flush()) {
-				return false
+				return false, false
 			}
 		}
 	}

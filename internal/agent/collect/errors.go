@@ -1,6 +1,9 @@
 package collect
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // PanicError is what a Source's panic is turned into.
 type PanicError struct {
@@ -11,3 +14,6 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string { return fmt.Sprintf("source panicked: %v", e.Value) }
+
+// ErrUnknownInput is returned by Configure for a name no input has.
+var ErrUnknownInput = errors.New("no such input")

@@ -17,7 +17,8 @@
 // points wait (group commit). Deletions of acknowledged batches ride along
 // in the same transactions.
 //
-// The spool is bounded by Options.MaxBytes and Options.MaxAge. When full it
+// The spool is bounded by Options.MaxBytes and Options.MaxAge, which
+// SetLimits changes, with Overflow, while it runs. When full it
 // either deletes the oldest points (OverflowDropOldest, counted, persisted,
 // logged at most every 10 seconds) or makes Append wait for room
 // (OverflowBlock).

@@ -230,6 +230,10 @@ type Spool struct {
 	wake, full chan struct{}
 	started    atomic.Bool
 
+	// limits are MaxBytes, MaxAge and Overflow, which SetLimits changes
+	// while the spool runs.
+	limits atomic.Pointer[Limits]
+
 	appendsN, appendedPoints, deleted, expired, damaged, commits atomic.Uint64
 	commitNanos                                                  atomic.Int64
 }
@@ -251,6 +255,7 @@ func Open(opts Options) (*Spool, error) {
 		wake:    make(chan struct{}, 1),
 		full:    make(chan struct{}, 1),
 	}
+	s.limits.Store(&Limits{MaxBytes: opts.MaxBytes, MaxAge: opts.MaxAge, Overflow: opts.Overflow})
 	if err := s.open(); err != nil {
 		return nil, err
 	}

@@ -35,8 +35,8 @@ func (s *Spool) Append(ctx context.Context, points []*outpostv1.Point) error {
 		o.recs = append(o.recs, rec)
 		o.cost += recordCost(len(rec))
 	}
-	if s.opts.Overflow == OverflowBlock && o.cost > s.opts.MaxBytes {
-		return fmt.Errorf("appending %d points (%d bytes) to a spool of %d bytes: %w", len(points), o.cost, s.opts.MaxBytes, ErrTooLarge)
+	if s.lim().Overflow == OverflowBlock && o.cost > s.lim().MaxBytes {
+		return fmt.Errorf("appending %d points (%d bytes) to a spool of %d bytes: %w", len(points), o.cost, s.lim().MaxBytes, ErrTooLarge)
 	}
 	s.mu.Lock()
 	switch {
@@ -135,12 +135,14 @@ func (s *Spool) Run(ctx context.Context) error {
 	s.state = running
 	s.mu.Unlock()
 
-	var tick <-chan time.Time
-	if s.opts.MaxAge > 0 {
-		t := time.NewTicker(min(max(s.opts.MaxAge/10, 10*time.Millisecond), time.Second))
-		defer t.Stop()
-		tick = t.C
+	// The expiry tick runs even without a max age: SetLimits may set one.
+	tickEvery := time.Second
+	if a := s.lim().MaxAge; a > 0 {
+		tickEvery = min(max(a/10, 10*time.Millisecond), time.Second)
 	}
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	tick := t.C
 	window := time.NewTimer(time.Hour)
 	window.Stop()
 	defer window.Stop()
@@ -200,7 +202,7 @@ func (s *Spool) ready() bool {
 	if len(s.appends) == 0 {
 		return false
 	}
-	return s.opts.Overflow != OverflowBlock || s.appends[0].cost <= s.opts.MaxBytes-s.bytes
+	return s.lim().Overflow != OverflowBlock || s.appends[0].cost <= s.lim().MaxBytes-s.bytes
 }
 
 // windowLeft returns how much longer the writer waits for more ops: 0
@@ -217,7 +219,8 @@ func (s *Spool) windowLeft() time.Duration {
 func (s *Spool) expiryDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.oldest != 0 && s.oldest < s.opts.Now().Add(-s.opts.MaxAge).UnixMilli()
+	maxAge := s.lim().MaxAge
+	return maxAge > 0 && s.oldest != 0 && s.oldest < s.opts.Now().Add(-maxAge).UnixMilli()
 }
 
 // take removes what the next commit stores from the pending lists: every
@@ -227,14 +230,14 @@ func (s *Spool) take() (appends, deletes []*op) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	deletes, s.deletes = s.deletes, nil
-	room := s.opts.MaxBytes - s.bytes
+	room := s.lim().MaxBytes - s.bytes
 	i := 0
 	for ; i < len(s.appends); i++ {
 		o := s.appends[i]
 		if o.state == opAbandoned {
 			continue
 		}
-		if s.opts.Overflow == OverflowBlock && o.cost > room {
+		if s.lim().Overflow == OverflowBlock && o.cost > room {
 			break
 		}
 		room -= o.cost
@@ -253,12 +256,12 @@ func (s *Spool) stop() {
 	s.state = stopped
 	pending, deletes := s.appends, s.deletes
 	s.appends, s.deletes, s.pendingPoints = nil, nil, 0
-	room := s.opts.MaxBytes - s.bytes
+	room := s.lim().MaxBytes - s.bytes
 	var appends, refused []*op
 	for _, o := range pending {
 		switch {
 		case o.state == opAbandoned:
-		case s.opts.Overflow == OverflowBlock && o.cost > room:
+		case s.lim().Overflow == OverflowBlock && o.cost > room:
 			refused = append(refused, o)
 		default:
 			room -= o.cost
@@ -365,8 +368,8 @@ func (s *Spool) commitLocked(appends, deletes []*op) (appendErr, err error) {
 				return err
 			}
 		}
-		if s.opts.Overflow == OverflowDropOldest && bytes > s.opts.MaxBytes {
-			excess := bytes - s.opts.MaxBytes
+		if s.lim().Overflow == OverflowDropOldest && bytes > s.lim().MaxBytes {
+			excess := bytes - s.lim().MaxBytes
 			k, c, err := removeHead(pts, func(v []byte) bool {
 				if excess <= 0 {
 					return false
@@ -381,8 +384,8 @@ func (s *Spool) commitLocked(appends, deletes []*op) (appendErr, err error) {
 			count -= k
 			bytes -= c
 		}
-		if s.opts.MaxAge > 0 {
-			cutoff := now.Add(-s.opts.MaxAge).UnixMilli()
+		if s.lim().MaxAge > 0 {
+			cutoff := now.Add(-s.lim().MaxAge).UnixMilli()
 			k, c, err := removeHead(pts, func(v []byte) bool { return len(v) >= headerLen && storedAt(v) < cutoff })
 			if err != nil {
 				return err
@@ -421,7 +424,7 @@ func (s *Spool) commitLocked(appends, deletes []*op) (appendErr, err error) {
 		s.unloggedDrops += nOverflow + nExpired
 		if wall := time.Now(); wall.Sub(s.lastDropLog) >= dropLogEvery {
 			s.log.Warn("spool dropped undelivered points", "dropped", s.unloggedDrops, "dropped_total", s.dropped,
-				"overflow_now", nOverflow, "expired_now", nExpired, "max_bytes", s.opts.MaxBytes, "max_age", s.opts.MaxAge,
+				"overflow_now", nOverflow, "expired_now", nExpired, "max_bytes", s.lim().MaxBytes, "max_age", s.lim().MaxAge,
 				"note", "logged at most every 10s")
 			s.lastDropLog, s.unloggedDrops = wall, 0
 		}

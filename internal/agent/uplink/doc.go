@@ -3,7 +3,10 @@
 // full jitter), announces the device with a retained online status on
 // every connection and every status interval (carrying the spool's depth,
 // drops and backlog age), leaves a retained offline last will, and
-// publishes the points waiting in the spool.
+// publishes the points waiting in the spool. It also carries the device's
+// other MQTT traffic for its callers: Config.Subscriptions are subscribed
+// on every connection (the agent's shadow topics) and Publish sends a QoS 1
+// message on the current connection.
 //
 // Delivery rules: points are read from the spool as batches of consecutive
 // seqs and a batch is deleted from the spool only when the broker

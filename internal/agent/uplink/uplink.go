@@ -76,6 +76,19 @@ type Config struct {
 	AgentVersion string
 	// Logger receives the uplink's logs; nil discards them.
 	Logger *slog.Logger
+
+	// Subscriptions are topic filters subscribed to at QoS 1 on every
+	// connection, e.g. the device's shadow response topics. Optional.
+	Subscriptions []string
+	// OnMessage receives the PUBLISHes that arrive on Subscriptions. It is
+	// called from the MQTT client's goroutine and must not block.
+	OnMessage func(topic string, payload []byte)
+	// OnSubscribed is called after every connection, once Subscriptions
+	// are in place, with a context that ends with that connection. It runs
+	// in a goroutine of the uplink, one call at a time; the uplink waits
+	// for it before it handles the next connection, so it must return
+	// promptly.
+	OnSubscribed func(connCtx context.Context)
 }
 
 // Stats are the Uplink's counters.
@@ -124,8 +137,16 @@ type Uplink struct {
 	// drain paces the backlog lane; nil means no limit.
 	drain *rate.Limiter
 
-	// upCh carries a wake-up to the status goroutine for every connection.
-	upCh chan struct{}
+	// upCh carries a wake-up to the status goroutine for every connection,
+	// subCh one to the subscriptions goroutine.
+	upCh, subCh chan struct{}
+	// qosWanted is the QoS telemetry should use (Config.QoS or SetQoS).
+	qosWanted atomic.Uint32
+	// qosMax is the broker's maximum QoS on the current connection; 2
+	// when it named none.
+	qosMax atomic.Uint32
+	// cm is the connection manager while Run runs.
+	cm atomic.Pointer[autopaho.ConnectionManager]
 	// qos is the QoS telemetry is published at on the current connection.
 	qos atomic.Uint32
 
@@ -208,18 +229,21 @@ func New(cfg Config, sp Spool) (*Uplink, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	up := &Uplink{
-		cfg:  cfg,
-		sp:   sp,
-		log:  cfg.Logger.With("component", "uplink"),
-		url:  u,
-		bo:   newBackoff(cfg.BackoffMin, cfg.BackoffMax),
-		upCh: make(chan struct{}, 1),
+		cfg:   cfg,
+		sp:    sp,
+		log:   cfg.Logger.With("component", "uplink"),
+		url:   u,
+		bo:    newBackoff(cfg.BackoffMin, cfg.BackoffMax),
+		upCh:  make(chan struct{}, 1),
+		subCh: make(chan struct{}, 1),
 	}
 	if cfg.DrainRate > 0 {
 		// A burst of one batch: a batch is waited for as a whole.
 		up.drain = rate.NewLimiter(rate.Limit(cfg.DrainRate), cfg.BatchMaxPoints)
 	}
 	up.qos.Store(uint32(cfg.QoS))
+	up.qosWanted.Store(uint32(cfg.QoS))
+	up.qosMax.Store(2)
 	up.connCtx, up.connCancel = context.WithCancel(context.Background())
 	up.connCancel() // not connected yet
 	up.upWait = make(chan struct{})
@@ -270,12 +294,16 @@ func (u *Uplink) Run(ctx context.Context) error {
 		return fmt.Errorf("starting MQTT connection: %w", err)
 	}
 	u.log.Info("connecting to broker", "url", u.url.Redacted(), "client_id", u.cfg.DeviceID)
+	u.cm.Store(cm)
 
 	sendCtx, stopSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSend()
 	var wg sync.WaitGroup
 	wg.Go(func() { u.sendLoop(sendCtx, cm) })
 	wg.Go(func() { u.statusLoop(ctx, cm) })
+	if len(u.cfg.Subscriptions) > 0 {
+		wg.Go(func() { u.subscribeLoop(ctx, cm) })
+	}
 	<-ctx.Done()
 	u.grace()
 	stopSend()
@@ -349,6 +377,7 @@ func (u *Uplink) clientConfig(will []byte) autopaho.ClientConfig {
 			OnClientError: func(err error) {
 				u.log.Debug("MQTT client error", "err", err)
 			},
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onPublish},
 			OnServerDisconnect: func(d *paho.Disconnect) {
 				u.log.Warn("broker closed the connection", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d))
 			},
@@ -367,10 +396,15 @@ func reasonString(d *paho.Disconnect) string {
 func (u *Uplink) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 	u.bo.up()
 	u.connects.Add(1)
-	qos := byte(u.cfg.QoS)
-	if ca != nil && ca.Properties != nil && ca.Properties.MaximumQoS != nil && *ca.Properties.MaximumQoS < qos {
-		qos = *ca.Properties.MaximumQoS
-		u.log.Warn("broker supports a lower QoS than configured; publishing at the broker's maximum", "configured", u.cfg.QoS, "used", qos)
+	wanted := byte(u.qosWanted.Load())
+	qos := wanted
+	u.qosMax.Store(2)
+	if ca != nil && ca.Properties != nil && ca.Properties.MaximumQoS != nil {
+		u.qosMax.Store(uint32(*ca.Properties.MaximumQoS))
+		if *ca.Properties.MaximumQoS < qos {
+			qos = *ca.Properties.MaximumQoS
+			u.log.Warn("broker supports a lower QoS than configured; publishing at the broker's maximum", "configured", wanted, "used", qos)
+		}
 	}
 	u.qos.Store(uint32(qos))
 	u.connMu.Lock()
@@ -385,6 +419,10 @@ func (u *Uplink) onUp(_ *autopaho.ConnectionManager, ca *paho.Connack) {
 	u.log.Info("connected to broker", "url", u.url.Redacted(), "failed_attempts", failures)
 	select {
 	case u.upCh <- struct{}{}:
+	default:
+	}
+	select {
+	case u.subCh <- struct{}{}:
 	default:
 	}
 }
