@@ -3,11 +3,20 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
+
+// lockWait is how long lockDir waits for a lock that is held. A killed
+// agent's lock can outlive it for a moment (a child it was forking shares
+// the open file until its exec closes it), so a supervisor that restarts the
+// agent at once must not be refused; a second agent really running on the
+// same directory still is, after this long.
+const lockWait = 5 * time.Second
 
 // lockDir takes an exclusive lock on dir/lock, so that two agents never
 // hand out the same sequence numbers from one data directory. The kernel
@@ -17,9 +26,17 @@ func lockDir(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening lock file: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return func() {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

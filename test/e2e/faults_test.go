@@ -183,7 +183,7 @@ func TestLinkFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			last := counter.stop(t)
-			m := waitDrained(t, h, a, time.Minute)
+			m := waitDrained(t, a, time.Minute)
 			pts := h.allPoints(t, a.id)
 			r := checkSeqs(pts, "counter")
 			hm, err := scrape(h.url + "/metrics")

@@ -242,10 +242,28 @@ func mergeYAML(dst, src map[string]any) {
 	}
 }
 
-// start runs the agent on its data directory.
+// start runs the agent on its data directory and waits until its /metrics
+// answers.
 func (a *agentDir) start(t *testing.T, env ...string) *proc {
 	t.Helper()
-	return start(t, env, bin.agent, "run", "--data", a.dir)
+	p := start(t, env, bin.agent, "run", "--data", a.dir)
+	var exited error
+	testutil.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			exited = fmt.Errorf("agent exited (%v)", err)
+			return nil
+		default:
+		}
+		_, err := a.metrics()
+		return err
+	})
+	if exited != nil {
+		out := p.output()
+		t.Fatalf("%v:\n%s%s", exited, out, lockHolders(out))
+	}
+	return p
 }
 
 // metrics scrapes the agent's /metrics into name → value; labelled series
@@ -406,13 +424,6 @@ func checkSeqs(pts []storedPoint, sensor string) seqReport {
 	return r
 }
 
-// killedReads counts the reads an agent's log says were killed at their
-// timeout: such a command may have taken a counter value without printing
-// it.
-func killedReads(agentLog string) int {
-	return strings.Count(agentLog, "killed: context deadline exceeded")
-}
-
 // counterSource is an exec source whose command increments a counter file
 // under a lock and prints the new value, so the values it produces are a
 // known, strictly increasing sequence however often the agent (and with it
@@ -513,11 +524,11 @@ func (c *counterSource) value(t *testing.T) uint64 {
 	return n
 }
 
-// waitDrained waits until the agent's spool is empty and the hub stores as
-// many points as the agent committed: the gauge outpost_agent_spool_points
-// is 0 and the hub's highest seq is stable. It returns the agent's final
-// metrics.
-func waitDrained(t *testing.T, h *hubProc, a *agentDir, timeout time.Duration) map[string]float64 {
+// waitDrained waits until the agent's spool is empty: with its sources
+// stopped (counterSource.stop), every point it committed has then been
+// acknowledged by the broker, which the hub does only after storing it. It
+// returns the agent's metrics at that moment.
+func waitDrained(t *testing.T, a *agentDir, timeout time.Duration) map[string]float64 {
 	t.Helper()
 	var last map[string]float64
 	testutil.Eventually(t, timeout, func() error {

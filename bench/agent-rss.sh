@@ -1,0 +1,10 @@
+#!/bin/sh
+# agent-rss.sh — resident memory of outpost-agent with 20 simulated sensors
+# read at 10 Hz for 60 s against a real hub; reads VmRSS and VmHWM from
+# /proc/PID/status.
+#
+#   bench/agent-rss.sh
+#   bench/agent-rss.sh --sources 50 --rate 10 --duration 120s
+set -eu
+cd "$(dirname "$0")/.."
+exec go run ./bench/outpost-bench rss "$@"
