@@ -1,112 +1,33 @@
 package agent
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/agent/config"
 	"github.com/outpost-edge/outpost/internal/agent/shadow"
-	"github.com/outpost-edge/outpost/internal/hub"
+	"github.com/outpost-edge/outpost/internal/hub/hubtest"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
 // shadowHub is a hub running in-process on free ports, logged in as admin.
-type shadowHub struct {
-	*hub.Hub
-	token  string
-	client *http.Client
-}
+type shadowHub struct{ *hubtest.Hub }
 
-func startShadowHub(t *testing.T) *shadowHub {
-	t.Helper()
-	cfg := hub.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.MQTTAddr = "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		t.Fatalf("starting hub: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	sh := &shadowHub{Hub: h, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub stopped with error: %v", err)
-		}
-	})
-	pw, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminPasswordFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var login struct{ Token string }
-	sh.api(t, "POST", "/api/v1/auth/login", map[string]string{"username": "admin", "password": strings.TrimSpace(string(pw))}, http.StatusOK, &login)
-	sh.token = login.Token
-	return sh
-}
-
-func (h *shadowHub) api(t *testing.T, method, path string, body any, wantStatus int, out any) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, h.HTTPURL()+path, rd)
-	if h.token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.token)
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != wantStatus {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, wantStatus, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
-		}
-	}
-}
-
-// addDevice registers and joins a device and returns its MQTT password.
-func (h *shadowHub) addDevice(t *testing.T, id string) string {
-	t.Helper()
-	var add struct {
-		JoinToken string `json:"join_token"`
-	}
-	h.api(t, "POST", "/api/v1/devices", map[string]any{"id": id}, http.StatusCreated, &add)
-	var cred struct {
-		MQTTPassword string `json:"mqtt_password"`
-	}
-	h.api(t, "POST", "/api/v1/join", map[string]string{"token": add.JoinToken}, http.StatusOK, &cred)
-	return cred.MQTTPassword
-}
+func startShadowHub(t *testing.T) *shadowHub { return &shadowHub{hubtest.Start(t)} }
 
 // setDesired patches the device's desired state and returns the new version.
 func (h *shadowHub) setDesired(t *testing.T, id, desired string) int64 {
 	t.Helper()
 	var doc protocol.ShadowDocument
-	h.api(t, "PATCH", "/api/v1/devices/"+id+"/shadow", json.RawMessage(desired), http.StatusOK, &doc)
+	h.API(t, "PATCH", "/api/v1/devices/"+id+"/shadow", json.RawMessage(desired), http.StatusOK, &doc)
 	return doc.Version
 }
 
@@ -114,8 +35,8 @@ func (h *shadowHub) setDesired(t *testing.T, id, desired string) int64 {
 func (h *shadowHub) shadow(t *testing.T, id string) protocol.ShadowDocument {
 	t.Helper()
 	req, _ := http.NewRequest("GET", h.HTTPURL()+"/api/v1/devices/"+id+"/shadow", nil)
-	req.Header.Set("Authorization", "Bearer "+h.token)
-	resp, err := h.client.Do(req)
+	req.Header.Set("Authorization", "Bearer "+h.Token)
+	resp, err := h.Client.Do(req)
 	if err != nil {
 		t.Fatalf("getting the shadow: %v", err)
 	}
@@ -242,7 +163,7 @@ func TestAgentAppliesShadowHot(t *testing.T) {
 		t.Skip("starts a hub")
 	}
 	h := startShadowHub(t)
-	pw := h.addDevice(t, device)
+	pw := h.AddDevice(t, device)
 	dir := t.TempDir()
 	r := start(t, shadowConfig(h.MQTTURL(), pw), dir)
 
@@ -301,7 +222,7 @@ func TestAgentShadowOfflineChanges(t *testing.T) {
 		t.Skip("starts a hub")
 	}
 	h := startShadowHub(t)
-	pw := h.addDevice(t, device)
+	pw := h.AddDevice(t, device)
 	g := startGate(t, h.MQTTAddr())
 	dir := t.TempDir()
 	cfg := shadowConfig(g.url(), pw)

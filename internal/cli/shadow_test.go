@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,7 +16,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/outpost-edge/outpost/internal/hub"
+	"github.com/outpost-edge/outpost/internal/hub/hubtest"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -31,31 +29,11 @@ func startRealHub(t *testing.T) string {
 }
 
 // startRealHubFull is startRealHub returning the hub itself.
-func startRealHubFull(t *testing.T) *hub.Hub {
+func startRealHubFull(t *testing.T) *hubtest.Hub {
 	t.Helper()
 	cleanEnv(t)
-	cfg := hub.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.MQTTAddr = "127.0.0.1:0", "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatalf("starting hub: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub: %v", err)
-		}
-	})
-	pw, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminPasswordFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := run(t, string(pw), "login", "--hub", h.HTTPURL(), "--user", "admin", "--password-stdin"); err != nil {
+	h := hubtest.Start(t)
+	if _, _, err := run(t, h.AdminPassword(t), "login", "--hub", h.HTTPURL(), "--user", "admin", "--password-stdin"); err != nil {
 		t.Fatalf("login: %v", err)
 	}
 	return h
@@ -362,7 +340,7 @@ type simDevice struct {
 // startSimDevice registers id with labels through the CLI, joins it and
 // connects it. A device that does not answer receives deltas but never
 // reports.
-func startSimDevice(t *testing.T, h *hub.Hub, id string, answers bool, labels ...string) {
+func startSimDevice(t *testing.T, h *hubtest.Hub, id string, answers bool, labels ...string) {
 	t.Helper()
 	args := []string{"devices", "add", id, "-o", "json"}
 	for _, l := range labels {

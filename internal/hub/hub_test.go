@@ -3,15 +3,11 @@ package hub_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,95 +15,15 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
-	"github.com/outpost-edge/outpost/internal/hub"
+	"github.com/outpost-edge/outpost/internal/hub/hubtest"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// testHub is a hub running in-process on free ports.
-type testHub struct {
-	*hub.Hub
-	dir   string
-	token string
-}
+// testHub is a hub running in-process on free ports, logged in as admin.
+type testHub struct{ *hubtest.Hub }
 
-func startHub(t *testing.T) *testHub {
-	t.Helper()
-	cfg := hub.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.MQTTAddr = "127.0.0.1:0"
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting hub: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub stopped with error: %v", err)
-		}
-	})
-	th := &testHub{Hub: h, dir: cfg.DataDir}
-	pw, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminPasswordFileName))
-	if err != nil {
-		t.Fatalf("reading generated admin password: %v", err)
-	}
-	var login struct{ Token string }
-	th.api(t, "POST", "/api/v1/auth/login", map[string]string{"username": "admin", "password": strings.TrimSpace(string(pw))}, http.StatusOK, &login)
-	th.token = login.Token
-	return th
-}
-
-// api calls the REST API and decodes the answer into out.
-func (h *testHub) api(t *testing.T, method, path string, body any, wantStatus int, out any) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, h.HTTPURL()+path, rd)
-	if h.token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != wantStatus {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, wantStatus, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
-		}
-	}
-}
-
-// addDevice registers and joins a device, returning its MQTT password.
-func (h *testHub) addDevice(t *testing.T, id string) string {
-	t.Helper()
-	var add struct {
-		JoinToken string `json:"join_token"`
-	}
-	h.api(t, "POST", "/api/v1/devices", map[string]any{"id": id}, http.StatusCreated, &add)
-	var cred struct {
-		DeviceID     string `json:"device_id"`
-		MQTTPassword string `json:"mqtt_password"`
-	}
-	h.api(t, "POST", "/api/v1/join", map[string]string{"token": add.JoinToken}, http.StatusOK, &cred)
-	return cred.MQTTPassword
-}
+func startHub(t *testing.T) *testHub { return &testHub{hubtest.Start(t)} }
 
 type point struct {
 	Seq    uint64 `json:"seq"`
@@ -120,7 +36,7 @@ func (h *testHub) points(t *testing.T, id string) []point {
 	var out struct{ Points []point }
 	// until lies ahead: test points may be stamped in the current millisecond.
 	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
-	h.api(t, "GET", "/api/v1/devices/"+id+"/telemetry?since=48h&limit=10000&until="+until, nil, http.StatusOK, &out)
+	h.API(t, "GET", "/api/v1/devices/"+id+"/telemetry?since=48h&limit=10000&until="+until, nil, http.StatusOK, &out)
 	return out.Points
 }
 
@@ -242,8 +158,8 @@ const (
 
 func TestDeviceAuthentication(t *testing.T) {
 	h := startHub(t)
-	pass := h.addDevice(t, "pump-7")
-	h.addDevice(t, "pump-8")
+	pass := h.AddDevice(t, "pump-7")
+	h.AddDevice(t, "pump-8")
 
 	mustDial(t, h.MQTTAddr(), "pump-7", pass)
 	tests := []struct {
@@ -272,7 +188,7 @@ func TestDeviceAuthentication(t *testing.T) {
 
 func TestTelemetryStoredOnceOnRedelivery(t *testing.T) {
 	h := startHub(t)
-	c := mustDial(t, h.MQTTAddr(), "pump-7", h.addDevice(t, "pump-7"))
+	c := mustDial(t, h.MQTTAddr(), "pump-7", h.AddDevice(t, "pump-7"))
 	payload := batch("pump-7", 1, 20.5, 21, 21.5)
 	for i := 0; i < 3; i++ {
 		if code := c.publish(t, protocol.TelemetryTopic("pump-7"), payload, protocol.ContentTypeProtobuf); code != codeSuccess {
@@ -296,8 +212,8 @@ func TestTelemetryStoredOnceOnRedelivery(t *testing.T) {
 
 func TestDevicesAreIsolated(t *testing.T) {
 	h := startHub(t)
-	a := mustDial(t, h.MQTTAddr(), "dev-a", h.addDevice(t, "dev-a"))
-	b := mustDial(t, h.MQTTAddr(), "dev-b", h.addDevice(t, "dev-b"))
+	a := mustDial(t, h.MQTTAddr(), "dev-a", h.AddDevice(t, "dev-a"))
+	b := mustDial(t, h.MQTTAddr(), "dev-b", h.AddDevice(t, "dev-b"))
 	ctx := context.Background()
 
 	// A tries to listen to everything and to B in particular; the broker
@@ -351,7 +267,7 @@ func TestDevicesAreIsolated(t *testing.T) {
 
 func TestBadTelemetryIsCountedAndRejected(t *testing.T) {
 	h := startHub(t)
-	c := mustDial(t, h.MQTTAddr(), "pump-7", h.addDevice(t, "pump-7"))
+	c := mustDial(t, h.MQTTAddr(), "pump-7", h.AddDevice(t, "pump-7"))
 	topic := protocol.TelemetryTopic("pump-7")
 	tests := []struct {
 		name, contentType string
@@ -392,7 +308,7 @@ func TestBadTelemetryIsCountedAndRejected(t *testing.T) {
 
 func TestPresence(t *testing.T) {
 	h := startHub(t)
-	pass := h.addDevice(t, "pump-7")
+	pass := h.AddDevice(t, "pump-7")
 	type dev struct {
 		Online       bool       `json:"online"`
 		LastSeen     *time.Time `json:"last_seen"`
@@ -403,7 +319,7 @@ func TestPresence(t *testing.T) {
 		} `json:"spool"`
 	}
 	var d dev
-	h.api(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
+	h.API(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
 	if d.Online || d.LastSeen != nil {
 		t.Fatalf("before connecting: %+v", d)
 	}
@@ -414,7 +330,7 @@ func TestPresence(t *testing.T) {
 	if code := c.publish(t, protocol.StatusTopic("pump-7"), birth, ""); code != codeSuccess {
 		t.Fatalf("birth message: reason %#x", code)
 	}
-	h.api(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
+	h.API(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
 	if !d.Online || d.LastSeen == nil || d.AgentVersion != "1.2.3" {
 		t.Fatalf("after connecting: %+v", d)
 	}
@@ -426,7 +342,7 @@ func TestPresence(t *testing.T) {
 	}
 	testutil.Eventually(t, 5*time.Second, func() error {
 		var d dev
-		h.api(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
+		h.API(t, "GET", "/api/v1/devices/pump-7", nil, http.StatusOK, &d)
 		if d.Online {
 			return errors.New("still online")
 		}
@@ -436,9 +352,9 @@ func TestPresence(t *testing.T) {
 
 func TestDeleteDisconnectsDevice(t *testing.T) {
 	h := startHub(t)
-	pass := h.addDevice(t, "pump-7")
+	pass := h.AddDevice(t, "pump-7")
 	c := mustDial(t, h.MQTTAddr(), "pump-7", pass)
-	h.api(t, "DELETE", "/api/v1/devices/pump-7", nil, http.StatusNoContent, nil)
+	h.API(t, "DELETE", "/api/v1/devices/pump-7", nil, http.StatusNoContent, nil)
 	select {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):

@@ -93,7 +93,7 @@ func (h *testHub) shadowREST(t *testing.T, method, id, query string, body string
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, h.HTTPURL()+"/api/v1/devices/"+id+"/shadow"+query, rd)
-	req.Header.Set("Authorization", "Bearer "+h.token)
+	req.Header.Set("Authorization", "Bearer "+h.Token)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -118,7 +118,7 @@ func (h *testHub) shadowDoc(t *testing.T, id, query string) map[string]any {
 func TestShadowOverMQTT(t *testing.T) {
 	h := startHub(t)
 	const id = "pump-7"
-	c := mustDial(t, h.MQTTAddr(), id, h.addDevice(t, id))
+	c := mustDial(t, h.MQTTAddr(), id, h.AddDevice(t, id))
 	if codes := c.subscribe(t, "$aws/things/pump-7/shadow/#"); codes[0] > 2 {
 		t.Fatalf("SUBACK %#x for the device's own shadow topics", codes[0])
 	}
@@ -243,7 +243,7 @@ func TestShadowOverMQTT(t *testing.T) {
 func TestShadowNamedOverMQTT(t *testing.T) {
 	h := startHub(t)
 	const id = "pump-7"
-	c := mustDial(t, h.MQTTAddr(), id, h.addDevice(t, id))
+	c := mustDial(t, h.MQTTAddr(), id, h.AddDevice(t, id))
 	c.subscribe(t, "$aws/things/pump-7/shadow/name/config/#", "$aws/things/pump-7/shadow/update/#")
 
 	body, result := c.request(t, id, "config", "update", `{"state":{"desired":{"level":"debug"}}}`)
@@ -275,8 +275,8 @@ func TestShadowNamedOverMQTT(t *testing.T) {
 // forge the hub's responses on its own topics.
 func TestShadowIsolation(t *testing.T) {
 	h := startHub(t)
-	a := mustDial(t, h.MQTTAddr(), "dev-a", h.addDevice(t, "dev-a"))
-	b := mustDial(t, h.MQTTAddr(), "dev-b", h.addDevice(t, "dev-b"))
+	a := mustDial(t, h.MQTTAddr(), "dev-a", h.AddDevice(t, "dev-a"))
+	b := mustDial(t, h.MQTTAddr(), "dev-b", h.AddDevice(t, "dev-b"))
 	a.subscribe(t, "$aws/things/dev-a/shadow/#")
 	if _, result := a.request(t, "dev-a", "", "update", `{"state":{"reported":{"secret":42}}}`); result != "accepted" {
 		t.Fatal("A's own update was not accepted")
@@ -328,7 +328,7 @@ func TestShadowIsolation(t *testing.T) {
 func TestShadowConcurrentRESTAndMQTT(t *testing.T) {
 	h := startHub(t)
 	const id, n = "pump-7", 20
-	c := mustDial(t, h.MQTTAddr(), id, h.addDevice(t, id))
+	c := mustDial(t, h.MQTTAddr(), id, h.AddDevice(t, id))
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
