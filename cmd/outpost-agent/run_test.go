@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,19 @@ func TestRunPublishesUntilCancelled(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "seq")); err != nil {
 		t.Errorf("no seq reservation in the data directory: %v", err)
+	}
+}
+
+func TestGCPercent(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+
+	setGCPercent(func(string) (string, bool) { return "", false })
+	if got := debug.SetGCPercent(100); got != agentGCPercent {
+		t.Errorf("without GOGC the agent runs at GOGC=%d, want %d", got, agentGCPercent)
+	}
+	setGCPercent(func(k string) (string, bool) { return "200", k == "GOGC" })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set the agent changed the GC target to %d", got)
 	}
 }
