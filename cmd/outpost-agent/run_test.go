@@ -162,7 +162,6 @@ func TestRunPublishesUntilCancelled(t *testing.T) {
 	cfg := config.Default()
 	cfg.DeviceID = "pump-7"
 	cfg.MQTT.URL = b.URL
-	cfg.Telemetry.BatchMaxDelay = config.Duration(20 * time.Millisecond)
 	if err := cfg.Save(filepath.Join(dir, config.FileName)); err != nil {
 		t.Fatal(err)
 	}

@@ -257,9 +257,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("locking data directory %s (is another agent using it?): %w", a.opts.DataDir, err)
 	}
 	defer unlock()
-	for _, k := range a.cfg.Telemetry.DeprecatedKeys() {
-		a.log.Warn("agent.yaml sets a key that is no longer used; it is ignored", "key", k)
-	}
 
 	// The saved shadow state runs from the start, hub or no hub.
 	a.shadow.ApplySaved()

@@ -110,16 +110,6 @@ type Telemetry struct {
 	// about 60 % smaller again (docs/protocol.md) for a little CPU; the hub
 	// recognises compressed payloads by themselves. Default none.
 	Compression string `yaml:"compression"`
-
-	// BatchMaxDelay is no longer used (key telemetry.batch_max_delay):
-	// batching by time is set per source with sources[].report. It is
-	// accepted and ignored so that agent.yaml files written by earlier
-	// versions still load; the agent logs a warning when it is set.
-	BatchMaxDelay Duration `yaml:"batch_max_delay,omitempty"`
-	// QueueMaxBatches is no longer used (key telemetry.queue_max_batches):
-	// the durable spool replaced the in-memory queue, see spool.max_bytes.
-	// Accepted and ignored like BatchMaxDelay.
-	QueueMaxBatches int `yaml:"queue_max_batches,omitempty"`
 }
 
 // The telemetry compressions.
@@ -134,19 +124,6 @@ const (
 	DefaultDrainRate             = 5000
 	DefaultStatusInterval        = 30 * time.Second
 )
-
-// DeprecatedKeys returns the keys of t that are set but no longer used,
-// for a warning at start.
-func (t Telemetry) DeprecatedKeys() []string {
-	var out []string
-	if t.BatchMaxDelay != 0 {
-		out = append(out, "telemetry.batch_max_delay (use sources[].report.max_delay)")
-	}
-	if t.QueueMaxBatches != 0 {
-		out = append(out, "telemetry.queue_max_batches (use spool.max_bytes)")
-	}
-	return out
-}
 
 // HTTP configures the local HTTP server.
 type HTTP struct {

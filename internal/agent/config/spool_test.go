@@ -22,9 +22,6 @@ func TestSpoolAndTelemetryDefaults(t *testing.T) {
 	if tel.QoS != 1 || tel.BatchMaxPoints != 500 || tel.DrainRate != 5000 || tel.StatusInterval.D() != 30*time.Second {
 		t.Errorf("telemetry defaults = %+v", tel)
 	}
-	if keys := tel.DeprecatedKeys(); len(keys) != 0 {
-		t.Errorf("defaults use deprecated keys %v", keys)
-	}
 }
 
 func TestValidateSpoolAndTelemetry(t *testing.T) {
@@ -49,7 +46,6 @@ func TestValidateSpoolAndTelemetry(t *testing.T) {
 		{"slow drain", func(c *Config) { c.Telemetry.DrainRate = 0.5 }, ""},
 		{"negative drain", func(c *Config) { c.Telemetry.DrainRate = -5 }, "telemetry.drain_rate"},
 		{"status too often", func(c *Config) { c.Telemetry.StatusInterval = Duration(100 * time.Millisecond) }, "telemetry.status_interval"},
-		{"deprecated keys are ignored", func(c *Config) { c.Telemetry.BatchMaxDelay = 0; c.Telemetry.QueueMaxBatches = -3 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,17 +72,10 @@ func TestParseSpool(t *testing.T) {
 		t.Errorf("parsed = %+v %+v", c.Spool, c.Telemetry)
 	}
 
-	// agent.yaml files written by earlier versions carry keys that no
-	// longer apply: they load, and the agent can warn about them.
-	c, err = Parse([]byte("device_id: pump-7\ntelemetry:\n  batch_max_delay: 1s\n  queue_max_batches: 1000\n"))
-	if err != nil {
-		t.Fatalf("old agent.yaml: %v", err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatalf("old agent.yaml does not validate: %v", err)
-	}
-	if keys := c.Telemetry.DeprecatedKeys(); len(keys) != 2 {
-		t.Errorf("deprecated keys = %v, want both", keys)
+	// Keys that do not exist are refused, so a misspelt one is not
+	// silently ignored.
+	if _, err := Parse([]byte("device_id: pump-7\ntelemetry:\n  batch_max_delay: 1s\n")); err == nil {
+		t.Error("Parse accepted the unknown key telemetry.batch_max_delay")
 	}
 	if _, err := Parse([]byte("spool:\n  max_bytes: lots\n")); err == nil || !strings.Contains(err.Error(), "not a size") {
 		t.Errorf("Parse(max_bytes: lots) = %v, want a size error", err)
