@@ -20,14 +20,11 @@ func runStart(ctx context.Context, args []string, w io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	e, err := newEnv(ctx)
+	e, err := newEnvWithHub(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.startHub(ctx); err != nil {
-		return err
-	}
 	a, err := e.joinAgent(ctx, "start-1", map[string]any{
 		"sources": []any{map[string]any{"name": "temperature", "type": "sim", "interval": "1s", "sim": map[string]any{"kind": "temperature"}}},
 	})
@@ -82,14 +79,11 @@ func runRSS(ctx context.Context, args []string, w io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	e, err := newEnv(ctx)
+	e, err := newEnvWithHub(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.startHub(ctx); err != nil {
-		return err
-	}
 	kinds := []string{"temperature", "humidity", "vibration"}
 	var srcs []any
 	interval := time.Duration(float64(time.Second) / *rate)

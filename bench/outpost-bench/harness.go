@@ -39,6 +39,20 @@ type env struct {
 
 // newEnv builds outpost and outpost-agent as a release would (static,
 // stripped) into a scratch directory.
+// newEnvWithHub is newEnv with the hub already started; on failure
+// nothing is left running.
+func newEnvWithHub(ctx context.Context) (*env, error) {
+	e, err := newEnv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.startHub(ctx); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
 func newEnv(ctx context.Context) (*env, error) {
 	dir, err := os.MkdirTemp("", "outpost-bench-")
 	if err != nil {

@@ -34,14 +34,11 @@ func runIngest(ctx context.Context, args []string, w io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	e, err := newEnv(ctx)
+	e, err := newEnvWithHub(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.startHub(ctx); err != nil {
-		return err
-	}
 
 	clients := make([]*paho.Client, *devices)
 	ids := make([]string, *devices)

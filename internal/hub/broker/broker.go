@@ -26,7 +26,7 @@ type Authenticator interface {
 // PresenceRecorder records connects, disconnects and agents' status reports.
 type PresenceRecorder interface {
 	SetPresence(ctx context.Context, deviceID string, online bool, agentVersion string)
-	ReportSpool(ctx context.Context, deviceID string, st store.SpoolStats)
+	RecordStatus(ctx context.Context, deviceID string, online bool, agentVersion string, spool *store.SpoolStats)
 }
 
 // Ingester stores telemetry durably before returning.
@@ -233,12 +233,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, nil
 		}
 		online := st.GetState() != outpostv1.Status_STATE_OFFLINE
-		h.opts.Presence.SetPresence(h.b.ctx, id, online && !cl.Closed(), st.GetAgentVersion())
+		var spool *store.SpoolStats
 		if sp := st.GetSpool(); sp != nil {
-			h.opts.Presence.ReportSpool(h.b.ctx, id, store.SpoolStats{
-				Points: sp.GetPoints(), Bytes: sp.GetBytes(), Dropped: sp.GetDropped(), Oldest: msTime(sp.GetOldestUnixMs()),
-			})
+			spool = &store.SpoolStats{Points: sp.GetPoints(), Bytes: sp.GetBytes(), Dropped: sp.GetDropped(), Oldest: msTime(sp.GetOldestUnixMs())}
 		}
+		h.opts.Presence.RecordStatus(h.b.ctx, id, online && !cl.Closed(), st.GetAgentVersion(), spool)
 	}
 	return pk, nil
 }

@@ -34,7 +34,9 @@ func (f *fakes) SetPresence(_ context.Context, id string, online bool, _ string)
 	}
 }
 
-func (f *fakes) ReportSpool(context.Context, string, store.SpoolStats) {}
+func (f *fakes) RecordStatus(ctx context.Context, id string, online bool, version string, _ *store.SpoolStats) {
+	f.SetPresence(ctx, id, online, version)
+}
 
 func (f *fakes) Handle(context.Context, string, []byte, string) (ingest.Result, error) {
 	f.mu.Lock()

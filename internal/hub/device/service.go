@@ -25,7 +25,6 @@ type Store interface {
 	AddJoinToken(ctx context.Context, deviceID string, hash []byte, expires time.Time) error
 	RedeemJoinToken(ctx context.Context, hash []byte, now time.Time, secretHash []byte) (string, error)
 	SetPresence(ctx context.Context, p store.Presence) error
-	SetSpoolStats(ctx context.Context, id string, st store.SpoolStats) error
 }
 
 // Disconnector drops a device's live MQTT connection (after delete or re-join).
@@ -189,17 +188,19 @@ func (s *Service) Authenticate(ctx context.Context, id, password string) bool {
 
 // SetPresence records that a device connected or disconnected.
 func (s *Service) SetPresence(ctx context.Context, id string, online bool, agentVersion string) {
-	err := s.store.SetPresence(ctx, store.Presence{DeviceID: id, Online: online, At: s.now(), AgentVersion: agentVersion})
-	if err != nil {
-		s.logger.Error("recording presence", "device", id, "online", online, "err", err)
-	}
+	s.RecordStatus(ctx, id, online, agentVersion, nil)
 }
 
-// ReportSpool records the spool backlog an agent reported.
-func (s *Service) ReportSpool(ctx context.Context, id string, st store.SpoolStats) {
-	st.ReportedAt = s.now()
-	if err := s.store.SetSpoolStats(ctx, id, st); err != nil {
-		s.logger.Error("recording spool report", "device", id, "err", err)
+// RecordStatus records a device's status message: presence, agent version
+// and, when the agent sent one, its spool report, in one store write.
+func (s *Service) RecordStatus(ctx context.Context, id string, online bool, agentVersion string, spool *store.SpoolStats) {
+	now := s.now()
+	if spool != nil {
+		spool.ReportedAt = now
+	}
+	err := s.store.SetPresence(ctx, store.Presence{DeviceID: id, Online: online, At: now, AgentVersion: agentVersion, Spool: spool})
+	if err != nil {
+		s.logger.Error("recording presence", "device", id, "online", online, "err", err)
 	}
 }
 

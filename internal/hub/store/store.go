@@ -79,6 +79,9 @@ type Presence struct {
 	Online       bool
 	At           time.Time
 	AgentVersion string // empty: keep the stored one
+	// Spool is the agent's spool report, if the status carried one; nil
+	// keeps the stored report.
+	Spool *SpoolStats
 }
 
 // Shadow is one stored device shadow. The store keeps the document as

@@ -347,20 +347,25 @@ func (s *Store) RedeemJoinToken(ctx context.Context, hash []byte, now time.Time,
 	return id, tx.Commit()
 }
 
-// SetPresence records a connect or disconnect.
+// SetPresence records a connect, a disconnect or a status report, with the
+// spool report it carries, in one statement.
 func (s *Store) SetPresence(ctx context.Context, p store.Presence) error {
+	var sp store.SpoolStats
+	hasSpool := p.Spool != nil
+	if hasSpool {
+		sp = *p.Spool
+	}
 	_, err := s.w.ExecContext(ctx,
-		`UPDATE devices SET online = ?, last_seen = MAX(last_seen, ?),
-		 agent_version = CASE WHEN ? = '' THEN agent_version ELSE ? END WHERE id = ?`,
-		boolInt(p.Online), p.At.UnixMilli(), p.AgentVersion, p.AgentVersion, p.DeviceID)
-	return err
-}
-
-// SetSpoolStats records an agent's spool report.
-func (s *Store) SetSpoolStats(ctx context.Context, id string, st store.SpoolStats) error {
-	_, err := s.w.ExecContext(ctx,
-		`UPDATE devices SET spool_points = ?, spool_bytes = ?, spool_dropped = ?, spool_oldest = ?, spool_reported_at = ? WHERE id = ?`,
-		int64(st.Points), int64(st.Bytes), int64(st.Dropped), unixMs(st.Oldest), unixMs(st.ReportedAt), id)
+		`UPDATE devices SET online = ?1, last_seen = MAX(last_seen, ?2),
+		 agent_version = CASE WHEN ?3 = '' THEN agent_version ELSE ?3 END,
+		 spool_points = CASE WHEN ?4 THEN ?5 ELSE spool_points END,
+		 spool_bytes = CASE WHEN ?4 THEN ?6 ELSE spool_bytes END,
+		 spool_dropped = CASE WHEN ?4 THEN ?7 ELSE spool_dropped END,
+		 spool_oldest = CASE WHEN ?4 THEN ?8 ELSE spool_oldest END,
+		 spool_reported_at = CASE WHEN ?4 THEN ?9 ELSE spool_reported_at END
+		 WHERE id = ?10`,
+		boolInt(p.Online), p.At.UnixMilli(), p.AgentVersion, boolInt(hasSpool),
+		int64(sp.Points), int64(sp.Bytes), int64(sp.Dropped), unixMs(sp.Oldest), unixMs(sp.ReportedAt), p.DeviceID)
 	return err
 }
 

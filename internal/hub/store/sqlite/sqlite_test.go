@@ -614,6 +614,23 @@ func TestPresence(t *testing.T) {
 		})
 	}
 
+	t.Run("spool report rides along and is kept when absent", func(t *testing.T) {
+		sp := &store.SpoolStats{Points: 42, Bytes: 4096, Dropped: 3, Oldest: t0, ReportedAt: t0.Add(40 * time.Second)}
+		if err := s.SetPresence(ctx, store.Presence{DeviceID: "dev", Online: true, At: t0.Add(40 * time.Second), Spool: sp}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetPresence(ctx, store.Presence{DeviceID: "dev", Online: false, At: t0.Add(50 * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Device(ctx, "dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Online || d.Spool == nil || *d.Spool != (store.SpoolStats{Points: 42, Bytes: 4096, Dropped: 3, Oldest: t0.UTC(), ReportedAt: t0.Add(40 * time.Second).UTC()}) {
+			t.Errorf("after a report and a disconnect: online=%v spool=%+v", d.Online, d.Spool)
+		}
+	})
+
 	t.Run("telemetry moves last_seen forward only", func(t *testing.T) {
 		if _, err := s.InsertPoints(ctx, []store.Point{numPoint("dev", 1, "t", t0, 1)}, t0.Add(time.Minute)); err != nil {
 			t.Fatal(err)
