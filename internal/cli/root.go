@@ -46,6 +46,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newDevicesCmd(g),
 		newTelemetryCmd(g),
 		newShadowCmd(g),
+		newSimCmd(g),
 	)
 	return root
 }

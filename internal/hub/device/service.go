@@ -24,7 +24,8 @@ type Store interface {
 	DeviceSecretHash(ctx context.Context, id string) ([]byte, error)
 	AddJoinToken(ctx context.Context, deviceID string, hash []byte, expires time.Time) error
 	RedeemJoinToken(ctx context.Context, hash []byte, now time.Time, secretHash []byte) (string, error)
-	SetPresence(ctx context.Context, p store.Presence) error
+	// SetPresence applies the changes in order, in one write.
+	SetPresence(ctx context.Context, ps ...store.Presence) error
 }
 
 // Disconnector drops a device's live MQTT connection (after delete or re-join).
@@ -47,6 +48,7 @@ type Service struct {
 	now      func() time.Time
 	// disconnect is set once by SetDisconnector before the broker starts.
 	disconnect Disconnector
+	presence   presenceBatch
 }
 
 // NewService returns a Service; join tokens it issues live for tokenTTL.
@@ -198,7 +200,7 @@ func (s *Service) RecordStatus(ctx context.Context, id string, online bool, agen
 	if spool != nil {
 		spool.ReportedAt = now
 	}
-	err := s.store.SetPresence(ctx, store.Presence{DeviceID: id, Online: online, At: now, AgentVersion: agentVersion, Spool: spool})
+	err := s.presence.write(ctx, s.store, store.Presence{DeviceID: id, Online: online, At: now, AgentVersion: agentVersion, Spool: spool})
 	if err != nil {
 		s.logger.Error("recording presence", "device", id, "online", online, "err", err)
 	}

@@ -347,26 +347,42 @@ func (s *Store) RedeemJoinToken(ctx context.Context, hash []byte, now time.Time,
 	return id, tx.Commit()
 }
 
-// SetPresence records a connect, a disconnect or a status report, with the
-// spool report it carries, in one statement.
-func (s *Store) SetPresence(ctx context.Context, p store.Presence) error {
-	var sp store.SpoolStats
-	hasSpool := p.Spool != nil
-	if hasSpool {
-		sp = *p.Spool
+// presenceSQL records one presence change; ?4 says whether it carries a
+// spool report.
+const presenceSQL = `UPDATE devices SET online = ?1, last_seen = MAX(last_seen, ?2),
+	agent_version = CASE WHEN ?3 = '' THEN agent_version ELSE ?3 END,
+	spool_points = CASE WHEN ?4 THEN ?5 ELSE spool_points END,
+	spool_bytes = CASE WHEN ?4 THEN ?6 ELSE spool_bytes END,
+	spool_dropped = CASE WHEN ?4 THEN ?7 ELSE spool_dropped END,
+	spool_oldest = CASE WHEN ?4 THEN ?8 ELSE spool_oldest END,
+	spool_reported_at = CASE WHEN ?4 THEN ?9 ELSE spool_reported_at END
+	WHERE id = ?10`
+
+// SetPresence records connects, disconnects and status reports, with the
+// spool reports they carry, in one transaction, applied in order.
+func (s *Store) SetPresence(ctx context.Context, ps ...store.Presence) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
 	}
-	_, err := s.w.ExecContext(ctx,
-		`UPDATE devices SET online = ?1, last_seen = MAX(last_seen, ?2),
-		 agent_version = CASE WHEN ?3 = '' THEN agent_version ELSE ?3 END,
-		 spool_points = CASE WHEN ?4 THEN ?5 ELSE spool_points END,
-		 spool_bytes = CASE WHEN ?4 THEN ?6 ELSE spool_bytes END,
-		 spool_dropped = CASE WHEN ?4 THEN ?7 ELSE spool_dropped END,
-		 spool_oldest = CASE WHEN ?4 THEN ?8 ELSE spool_oldest END,
-		 spool_reported_at = CASE WHEN ?4 THEN ?9 ELSE spool_reported_at END
-		 WHERE id = ?10`,
-		boolInt(p.Online), p.At.UnixMilli(), p.AgentVersion, boolInt(hasSpool),
-		int64(sp.Points), int64(sp.Bytes), int64(sp.Dropped), unixMs(sp.Oldest), unixMs(sp.ReportedAt), p.DeviceID)
-	return err
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, presenceSQL)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, p := range ps {
+		var sp store.SpoolStats
+		hasSpool := p.Spool != nil
+		if hasSpool {
+			sp = *p.Spool
+		}
+		if _, err := stmt.ExecContext(ctx, boolInt(p.Online), p.At.UnixMilli(), p.AgentVersion, boolInt(hasSpool),
+			int64(sp.Points), int64(sp.Bytes), int64(sp.Dropped), unixMs(sp.Oldest), unixMs(sp.ReportedAt), p.DeviceID); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // InsertPoints stores points in one transaction, skipping any whose

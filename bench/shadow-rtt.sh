@@ -1,0 +1,49 @@
+#!/bin/sh
+# shadow-rtt.sh — shadow round trip with a connected fleet: starts a real
+# `outpost hub` on free loopback ports with an empty data directory, then
+# `outpost sim` connects N devices (each its own MQTT connection and
+# credentials) and measures round trips: desired set through the REST API →
+# the device's report of the same value accepted by the hub. Prints the sim's
+# summary and the hub's peak RSS and RSS per connected device. The simulator
+# runs on the same machine and competes with the hub for its cores.
+#
+#   bench/shadow-rtt.sh                      # 1,000 devices, 2,000 round trips
+#   bench/shadow-rtt.sh 10000 5000 1         # devices, round trips, concurrency
+#   RATE=1 bench/shadow-rtt.sh 10000 5000 4  # devices also send 1 point/s each
+set -eu
+cd "$(dirname "$0")/.."
+devices=${1:-1000}
+probes=${2:-2000}
+conc=${3:-1}
+rate=${RATE:-0}
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+work=$(mktemp -d)
+trap 'kill "$hub" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+go build -o "$work/outpost" ./cmd/outpost
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+http=127.0.0.1:$(port)
+mqtt=127.0.0.1:$(port)
+"$work/outpost" hub --data "$work/hub" --http "$http" --mqtt "$mqtt" --log-level warn 2>"$work/hub.log" &
+hub=$!
+for _ in $(seq 50); do [ -s "$work/hub/admin-password" ] && break; sleep 0.1; done
+export OUTPOST_CONFIG_DIR="$work/cfg"
+"$work/outpost" login --hub "http://$http" --user admin --password-stdin <"$work/hub/admin-password" >/dev/null
+rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$hub/status")
+
+"$work/outpost" sim --devices "$devices" --rate "$rate" --probes "$probes" --probe-concurrency "$conc" \
+	--connect-rate 1000 --duration 10s >"$work/sim.out" 2>"$work/sim.log" &
+sim=$!
+# Sample the hub's RSS while the fleet is connected.
+rss_fleet=0
+while kill -0 "$sim" 2>/dev/null; do
+	r=$(awk '/VmRSS/ { print $2 }' "/proc/$hub/status")
+	[ "$r" -gt "$rss_fleet" ] && rss_fleet=$r
+	sleep 1
+done
+wait "$sim" || { cat "$work/sim.out"; tail -5 "$work/sim.log"; exit 1; }
+echo "fleet: $devices devices, $probes round trips, $conc in flight, rate $rate points/s per device"
+cat "$work/sim.out"
+echo "hub RSS: idle $((rss_idle / 1024)) MiB, with the fleet connected (peak) $((rss_fleet / 1024)) MiB," \
+	"$(((rss_fleet - rss_idle) / devices)) KiB per device"

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/sim"
+)
+
+func runSim(t *testing.T, args ...string) (*sim.Result, string) {
+	t.Helper()
+	out, stderr, err := run(t, "", append([]string{"sim", "-o", "json"}, args...)...)
+	if err != nil {
+		t.Fatalf("outpost sim %s: %v\nstderr:\n%s", strings.Join(args, " "), err, stderr)
+	}
+	var res sim.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("sim -o json printed %q: %v", out, err)
+	}
+	return &res, stderr
+}
+
+// TestSimAgainstRealHub runs a small simulated fleet against a real hub and
+// checks what the hub received: the devices, their telemetry and their
+// shadows, and that the round trips were measured.
+func TestSimAgainstRealHub(t *testing.T) {
+	h := startRealHubFull(t)
+	const devices, probes = 20, 40
+	res, stderr := runSim(t, "--devices", fmt.Sprint(devices), "--rate", "20", "--publish-every", "100ms",
+		"--probes", fmt.Sprint(probes), "--probe-concurrency", "4", "--duration", "1s", "--label", "site=lab")
+
+	if res.Enrolled != devices || res.Connected != devices {
+		t.Errorf("enrolled %d, connected %d; want %d each", res.Enrolled, res.Connected, devices)
+	}
+	for _, want := range []string{"enrolled 20 devices", "connected 20/20 devices", "shadow round trips: 40 ok, 0 failed"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("progress lacks %q:\n%s", want, stderr)
+		}
+	}
+	s := res.Shadow
+	if s == nil || s.Probes != probes || s.OK != probes || s.Failed != 0 {
+		t.Fatalf("shadow = %+v, want %d ok round trips", s, probes)
+	}
+	if s.P50 <= 0 || s.P50 > s.P90 || s.P90 > s.P99 || s.P99 > s.Max || s.Mean <= 0 {
+		t.Errorf("percentiles out of order: %+v", s)
+	}
+	tm := res.Telemetry
+	if tm.Acked == 0 || tm.Failed != 0 || tm.Acked != tm.Sent {
+		t.Errorf("telemetry = %+v, want points sent and all acknowledged", tm)
+	}
+
+	// The hub has the devices with their labels, their points and the
+	// reported probe values.
+	var list struct {
+		Devices []struct {
+			ID     string            `json:"id"`
+			Labels map[string]string `json:"labels"`
+		} `json:"devices"`
+	}
+	h.API(t, "GET", "/api/v1/devices?label=simulated=true", nil, http.StatusOK, &list)
+	if len(list.Devices) != devices {
+		t.Fatalf("hub lists %d simulated devices, want %d", len(list.Devices), devices)
+	}
+	if l := list.Devices[0].Labels; l["site"] != "lab" {
+		t.Errorf("labels of %s = %v, want site=lab", list.Devices[0].ID, l)
+	}
+	var stored uint64
+	for i := 1; i <= devices; i++ {
+		id := fmt.Sprintf("sim-%05d", i)
+		var q struct {
+			Points []struct {
+				Seq    uint64 `json:"seq"`
+				Sensor string `json:"sensor"`
+			} `json:"points"`
+		}
+		h.API(t, "GET", "/api/v1/devices/"+id+"/telemetry?since=5m&limit=10000", nil, http.StatusOK, &q)
+		seen := map[uint64]bool{}
+		for _, p := range q.Points {
+			if seen[p.Seq] {
+				t.Errorf("%s: seq %d stored twice", id, p.Seq)
+			}
+			seen[p.Seq] = true
+			if p.Sensor != "temperature" && p.Sensor != "humidity" && p.Sensor != "vibration" {
+				t.Errorf("%s: unexpected sensor %q", id, p.Sensor)
+			}
+		}
+		stored += uint64(len(q.Points))
+	}
+	// Points acknowledged before the measured window are stored too.
+	if stored < tm.Acked {
+		t.Errorf("hub stored %d points, fewer than the %d acknowledged", stored, tm.Acked)
+	}
+	var doc struct {
+		State struct {
+			Desired  map[string]map[string]any `json:"desired"`
+			Reported map[string]map[string]any `json:"reported"`
+		} `json:"state"`
+	}
+	h.API(t, "GET", "/api/v1/devices/sim-00001/shadow", nil, http.StatusOK, &doc)
+	d, r := doc.State.Desired["sim"]["probe"], doc.State.Reported["sim"]["probe"]
+	if d == nil || d != r {
+		t.Errorf("sim-00001 desired probe %v, reported %v: want the same value", d, r)
+	}
+
+	// A second run re-enrolls the same devices and, with --cleanup,
+	// removes them at the end.
+	res, _ = runSim(t, "--devices", fmt.Sprint(devices), "--rate", "0", "--probes", "5", "--cleanup")
+	if res.Connected != devices || res.Shadow.OK != 5 {
+		t.Errorf("second run: connected %d, %d round trips ok", res.Connected, res.Shadow.OK)
+	}
+	h.API(t, "GET", "/api/v1/devices", nil, http.StatusOK, &list)
+	if len(list.Devices) != 0 {
+		t.Errorf("after --cleanup the hub still lists %d devices", len(list.Devices))
+	}
+}
+
+func TestSimReportsFailedRoundTrips(t *testing.T) {
+	startRealHub(t)
+	out, _, err := run(t, "", "sim", "--devices", "2", "--rate", "0", "--probes", "3", "--probe-timeout", "1ns", "--cleanup")
+	if err == nil || !strings.Contains(err.Error(), "3 of 3 shadow round trips failed") {
+		t.Fatalf("err = %v, want 3 failed round trips", err)
+	}
+	if !strings.Contains(out, "3 round trips: 0 ok, 3 failed") {
+		t.Errorf("summary:\n%s", out)
+	}
+}
+
+func TestSimErrors(t *testing.T) {
+	cleanEnv(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--devices", "0"}, "devices must be 1 to 100000"},
+		{[]string{"--rate", "-1"}, "rate must be 0 to"},
+		{[]string{"--devices", "5", "--probe-concurrency", "6"}, "probe concurrency must be 1 to the number of devices (5)"},
+		{[]string{"--prefix", "bad/prefix"}, `device id prefix "bad/prefix"`},
+		{[]string{"--qos", "3"}, "QoS must be 0, 1 or 2"},
+		{[]string{"--rate", "10000", "--publish-every", "1s"}, "more than the 5000 a batch may hold"},
+		{[]string{"--label", "simulated=no"}, `label "simulated" is set by the simulator`},
+		{[]string{"--mqtt", "http://x"}, `MQTT URL "http://x" must be`},
+		{[]string{"--hub", "http://127.0.0.1:1", "--token", "x", "--devices", "1"}, "cannot reach hub at http://127.0.0.1:1"},
+	} {
+		_, _, err := run(t, "", append([]string{"sim"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("sim %v: err = %v, want it to contain %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestSimDuration(t *testing.T) {
+	startRealHub(t)
+	start := time.Now()
+	res, _ := runSim(t, "--devices", "3", "--rate", "5", "--duration", "300ms", "--cleanup")
+	if res.Connected != 3 || res.Telemetry.Elapsed < 300*time.Millisecond {
+		t.Errorf("result %+v", res)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("a 300ms run took %s", d)
+	}
+}
