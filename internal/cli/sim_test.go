@@ -127,6 +127,14 @@ func TestSimReportsFailedRoundTrips(t *testing.T) {
 	if !strings.Contains(out, "3 round trips: 0 ok, 3 failed") {
 		t.Errorf("summary:\n%s", out)
 	}
+
+	// A hub that answers no round trip does not keep the run going for
+	// probes × timeout: it stops after 20 failures in a row.
+	_, _, err = run(t, "", "sim", "--devices", "2", "--rate", "0", "--probes", "1000", "--probe-timeout", "1ns", "--cleanup")
+	if err == nil || !strings.Contains(err.Error(), "1000 of 1000 shadow round trips failed") ||
+		!strings.Contains(err.Error(), "stopped probing after 20 round trips in a row failed") {
+		t.Fatalf("err = %v, want the run to give up after 20 failures", err)
+	}
 }
 
 func TestSimErrors(t *testing.T) {

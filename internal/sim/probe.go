@@ -64,12 +64,18 @@ func (f *fleet) probe(ctx context.Context) Latency {
 		}
 	}
 	workers := min(f.o.ProbeConcurrency, len(ready))
+	// A hub that answers no round trip would otherwise keep the run
+	// going for Probes × ProbeTimeout / workers.
+	giveUpAfter := int64(max(20, 5*workers))
+	ctx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
 	var (
-		next     atomic.Int64
-		mu       sync.Mutex
-		rtts     = make([]time.Duration, 0, f.o.Probes)
-		firstErr error
-		wg       sync.WaitGroup
+		failedInARow atomic.Int64
+		next         atomic.Int64
+		mu           sync.Mutex
+		rtts         = make([]time.Duration, 0, f.o.Probes)
+		firstErr     error
+		wg           sync.WaitGroup
 	)
 	stopProgress := f.progressEvery(time.Second, func() string {
 		mu.Lock()
@@ -92,11 +98,19 @@ func (f *fleet) probe(ctx context.Context) Latency {
 					firstErr = fmt.Errorf("%s: %w", d.id, err)
 				}
 				mu.Unlock()
+				if err == nil {
+					failedInARow.Store(0)
+				} else if n := failedInARow.Add(1); n == giveUpAfter {
+					giveUp(fmt.Errorf("stopped probing after %d round trips in a row failed", n))
+				}
 			}
 		})
 	}
 	wg.Wait()
 	stopProgress()
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled && firstErr != nil {
+		firstErr = fmt.Errorf("%w; %w", firstErr, cause)
+	}
 	l := summarize(f.o.Probes, rtts, firstErr)
 	fmt.Fprintf(f.o.Progress, "shadow round trips: %d ok, %d failed\n", l.OK, l.Failed)
 	return l

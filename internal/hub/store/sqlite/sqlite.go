@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/hub/store"
@@ -24,7 +25,19 @@ import (
 type Store struct {
 	w *sql.DB // single writer connection
 	r *sql.DB // reader pool
+
+	// seenMu guards seen: the last_seen each device was last given by
+	// InsertPoints, so that a device publishing every second does not cost
+	// an UPDATE in every commit (see LastSeenResolution).
+	seenMu sync.Mutex
+	seen   map[string]int64
 }
+
+// LastSeenResolution is how far behind a device's newest telemetry its
+// last_seen may lag: telemetry moves last_seen only when it advances it by
+// at least this much. Connects, disconnects and status messages always
+// write it.
+const LastSeenResolution = 5 * time.Second
 
 // migrations are applied in order; PRAGMA user_version records how many ran.
 var migrations = []string{
@@ -93,7 +106,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &Store{w: w, r: r}
+	s := &Store{w: w, r: r, seen: make(map[string]int64)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("migrating %s: %w", path, err)
@@ -280,7 +293,13 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry WHERE device_id = ?", id); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.seenMu.Lock()
+	delete(s.seen, id)
+	s.seenMu.Unlock()
+	return nil
 }
 
 // DeviceSecretHash returns the hash of a device's MQTT secret; store.ErrNotFound
@@ -425,14 +444,37 @@ func (s *Store) InsertPoints(ctx context.Context, points []store.Point, seen tim
 		}
 		devices[p.DeviceID] = struct{}{}
 	}
+	seenMs := seen.UnixMilli()
+	var touched []string
+	s.seenMu.Lock()
 	for id := range devices {
-		if _, err := tx.ExecContext(ctx, "UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?", seen.UnixMilli(), id); err != nil {
+		if last, ok := s.seen[id]; !ok || seenMs-last >= LastSeenResolution.Milliseconds() {
+			touched = append(touched, id)
+		}
+	}
+	s.seenMu.Unlock()
+	if len(touched) > 0 {
+		upd, err := tx.PrepareContext(ctx, "UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?")
+		if err != nil {
 			return 0, err
+		}
+		defer upd.Close()
+		for _, id := range touched {
+			if _, err := upd.ExecContext(ctx, seenMs, id); err != nil {
+				return 0, err
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("committing %d points: %w", len(points), err)
 	}
+	s.seenMu.Lock()
+	for _, id := range touched {
+		if seenMs > s.seen[id] {
+			s.seen[id] = seenMs
+		}
+	}
+	s.seenMu.Unlock()
 	return inserted, nil
 }
 

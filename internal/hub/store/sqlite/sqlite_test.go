@@ -645,6 +645,25 @@ func TestPresence(t *testing.T) {
 			t.Errorf("last_seen moved back to %v, want %v", d.LastSeen, t0.Add(time.Minute))
 		}
 	})
+
+	t.Run("telemetry moves last_seen in steps of LastSeenResolution", func(t *testing.T) {
+		base := t0.Add(time.Hour)
+		for i, tc := range []struct {
+			seen time.Time
+			want time.Time
+		}{
+			{base, base},
+			{base.Add(sqlite.LastSeenResolution - time.Millisecond), base}, // within the resolution: not written
+			{base.Add(sqlite.LastSeenResolution), base.Add(sqlite.LastSeenResolution)},
+		} {
+			if _, err := s.InsertPoints(ctx, []store.Point{numPoint("dev", uint64(100+i), "t", t0, 1)}, tc.seen); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := s.Device(ctx, "dev"); !d.LastSeen.Equal(tc.want) {
+				t.Errorf("step %d: last_seen = %v, want %v", i, d.LastSeen, tc.want)
+			}
+		}
+	})
 }
 
 func TestConcurrentInsertPoints(t *testing.T) {
