@@ -70,9 +70,12 @@ not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TO
 				return err
 			}
 			if g.jsonOutput() {
-				return writeJSONValue(g.stdout, res)
+				if err := writeJSONValue(g.stdout, res); err != nil {
+					return err
+				}
+			} else {
+				printSimResult(g, res)
 			}
-			printSimResult(g, res)
 			if res.Shadow != nil && res.Shadow.Failed > 0 {
 				return fmt.Errorf("%d of %d shadow round trips failed; the first: %s", res.Shadow.Failed, res.Shadow.Probes, res.Shadow.FirstError)
 			}

@@ -160,6 +160,35 @@ func TestSimErrors(t *testing.T) {
 	}
 }
 
+func TestSimNoDeviceConnects(t *testing.T) {
+	startRealHub(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := run(t, "", "sim", "--devices", "2", "--rate", "5", "--mqtt", "mqtt://127.0.0.1:1", "--connect-timeout", "1s", "--cleanup")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no simulated device could connect") {
+			t.Errorf("err = %v, want no device could connect", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sim did not return when no device could connect")
+	}
+}
+
+func TestSimJSONExitStatus(t *testing.T) {
+	startRealHub(t)
+	out, _, err := run(t, "", "sim", "-o", "json", "--devices", "1", "--rate", "0", "--probes", "2", "--probe-timeout", "1ns", "--cleanup")
+	if err == nil || !strings.Contains(err.Error(), "2 of 2 shadow round trips failed") {
+		t.Errorf("err = %v, want failed round trips with -o json too", err)
+	}
+	var res sim.Result
+	if json.Unmarshal([]byte(out), &res) != nil || res.Shadow == nil || res.Shadow.Failed != 2 {
+		t.Errorf("-o json printed %q, want the result with 2 failed", out)
+	}
+}
+
 func TestSimDuration(t *testing.T) {
 	startRealHub(t)
 	start := time.Now()

@@ -124,6 +124,19 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// syncWriter serializes writes: progress lines come from several
+// goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 // Validate reports every problem of o at once. It applies the defaults
 // first, so a zero optional field is fine. An empty HubURL passes here,
 // so that a command line can be checked before the hub is known; Run
@@ -235,6 +248,9 @@ func Run(ctx context.Context, hub Hub, o Options) (*Result, error) {
 		return nil, errors.New("the hub URL is not set")
 	}
 	o.setDefaults()
+	if o.Progress != io.Discard {
+		o.Progress = &syncWriter{w: o.Progress}
+	}
 	f := &fleet{o: o, hub: hub, runID: fmt.Sprintf("%x", rand.Uint32())}
 	f.telemetryCtx, f.stopTelemetry = context.WithCancel(context.Background())
 	defer f.stopTelemetry()
@@ -439,6 +455,7 @@ func (f *fleet) close() {
 			})
 		}
 		wg.Wait()
+		f.stopTelemetry()
 		f.wg.Wait()
 	})
 }
