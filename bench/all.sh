@@ -1,5 +1,5 @@
 #!/bin/sh
-# all.sh — every benchmark of BENCHMARKS.md, one after the other (~5 min).
+# all.sh — every benchmark of BENCHMARKS.md, one after the other (~9 min).
 set -eu
 cd "$(dirname "$0")"
 ./machine.sh
@@ -10,3 +10,5 @@ cd "$(dirname "$0")"
 ./ingest.sh
 ./agent-start.sh
 ./agent-rss.sh
+./shadow-rtt.sh 1000 2000 1
+./shadow-rtt.sh 10000 5000 1
