@@ -46,6 +46,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newDevicesCmd(g),
 		newTelemetryCmd(g),
 		newShadowCmd(g),
+		newKeysCmd(g),
+		newArtifactsCmd(g),
 		newSimCmd(g),
 	)
 	return root

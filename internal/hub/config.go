@@ -30,6 +30,9 @@ type Config struct {
 	JoinTokenTTL time.Duration
 	// SessionTTL is how long an API token from `outpost login` stays valid.
 	SessionTTL time.Duration
+	// MaxArtifactBytes bounds an artifact published with `outpost artifacts
+	// publish` (docs/ota.md); larger uploads get 413.
+	MaxArtifactBytes int64
 }
 
 // Default returns the configuration `outpost hub` starts with.
@@ -40,6 +43,8 @@ func Default() Config {
 		MQTTAddr:     ":1883",
 		JoinTokenTTL: 24 * time.Hour,
 		SessionTTL:   12 * time.Hour,
+
+		MaxArtifactBytes: 512 << 20,
 	}
 }
 
@@ -60,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("session lifetime %s is under a minute", c.SessionTTL))
+	}
+	if c.MaxArtifactBytes < 0 {
+		errs = append(errs, fmt.Errorf("artifact size limit %d is negative", c.MaxArtifactBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/ota"
 	"github.com/outpost-edge/outpost/internal/hub/shadow"
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
@@ -49,6 +50,7 @@ type Hub struct {
 	ingest  *ingest.Service
 	devices *device.Service
 	shadows *shadow.Service
+	ota     *ota.Service
 	httpLn  net.Listener
 	httpSrv *http.Server
 
@@ -111,12 +113,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, fmt.Errorf("subscribing to shadow topics: %w", err)
 	}
 
+	h.ota, err = ota.New(ota.Options{Dir: filepath.Join(cfg.DataDir, "ota"), MaxArtifactBytes: cfg.MaxArtifactBytes, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("opening the OTA repository: %w", err)
+	}
+
 	_, mqttPort, err := net.SplitHostPort(h.broker.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("parsing MQTT address: %w", err)
 	}
 	handler := httpapi.New(httpapi.Options{
-		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows,
+		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows, OTA: h.ota,
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
@@ -197,6 +204,9 @@ func (h *Hub) MQTTURL() string { return "mqtt://" + loopbackIfUnspecified(h.MQTT
 // GeneratedAdminPassword returns the admin password if this start generated it.
 func (h *Hub) GeneratedAdminPassword() (string, bool) { return h.adminPassword, h.adminPassword != "" }
 
+// OTA is the TUF repository service (tests call RefreshTimestamp).
+func (h *Hub) OTA() *ota.Service { return h.ota }
+
 // Devices is the device service (used by the in-process demo).
 func (h *Hub) Devices() *device.Service { return h.devices }
 
@@ -222,6 +232,7 @@ func (h *Hub) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.broker.Run(gctx) })
+	g.Go(func() error { return h.ota.Run(gctx) })
 	g.Go(func() error {
 		if err := h.httpSrv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving HTTP: %w", err)

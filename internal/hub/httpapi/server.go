@@ -51,6 +51,9 @@ type Options struct {
 	Telemetry Telemetry
 	// Shadows serves the shadow endpoints; nil: they are not mounted.
 	Shadows Shadows
+	// OTA serves the TUF repository (/tuf/…) and the key and artifact
+	// endpoints; nil: they are not mounted.
+	OTA OTA
 	// Ready reports whether the hub can serve (store and broker up).
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics.
@@ -91,6 +94,9 @@ func New(opts Options) http.Handler {
 	authed.GET("/devices/:id/telemetry", a.queryTelemetry)
 	if opts.Shadows != nil {
 		a.registerShadowRoutes(authed)
+	}
+	if opts.OTA != nil {
+		a.registerOTARoutes(r, authed)
 	}
 	if opts.Extra != nil {
 		opts.Extra(r)
@@ -164,7 +170,8 @@ func (a *api) logRequests(c *gin.Context) {
 }
 
 func limitBody(c *gin.Context) {
-	if c.Request.Body != nil {
+	// Artifact uploads are streamed and limited by the OTA service.
+	if c.Request.Body != nil && !(c.Request.Method == http.MethodPost && c.Request.URL.Path == pathArtifacts) {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes)
 	}
 	c.Next()
@@ -388,13 +395,19 @@ func (a *api) join(c *gin.Context) {
 		a.failErr(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{
+	resp := gin.H{
 		"device_id":     cred.DeviceID,
 		"hub_url":       a.publicURL(c.Request),
 		"mqtt_url":      a.mqttURL(c.Request),
 		"mqtt_username": cred.DeviceID,
 		"mqtt_password": cred.Password,
-	})
+	}
+	if a.OTA != nil {
+		if root, ok := a.OTA.RootJSON(); ok {
+			resp["tuf_root"] = json.RawMessage(root)
+		}
+	}
+	c.JSON(http.StatusOK, resp)
 }
 
 func (a *api) publicURL(r *http.Request) string {
