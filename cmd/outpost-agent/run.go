@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent"
 	"github.com/outpost-edge/outpost/internal/agent/config"
 	"github.com/outpost-edge/outpost/internal/agent/join"
+	"github.com/outpost-edge/outpost/internal/agent/ota"
 )
 
 // defaultDataDir is where join writes and run reads when --data is not given.
@@ -168,8 +169,12 @@ func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cfg, err := join.Join(ctx, *hub, *token, &http.Client{Timeout: *timeout})
+	joined, err := join.Join(ctx, *hub, *token, &http.Client{Timeout: *timeout})
 	if err != nil {
+		return err
+	}
+	cfg := joined.Config
+	if err := ota.StoreTrustedRoot(*dataDir, joined.TUFRoot); err != nil {
 		return err
 	}
 	if err := cfg.Save(path); err != nil {

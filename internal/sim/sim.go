@@ -344,7 +344,8 @@ func (f *fleet) enroll(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("enrolling %s: %w", id, err)
 			}
-			cfg, err := join.Join(gctx, f.o.HubURL, tok, f.o.HTTPClient)
+			joined, err := join.Join(gctx, f.o.HubURL, tok, f.o.HTTPClient)
+			cfg := joined.Config
 			if err != nil {
 				return fmt.Errorf("joining %s: %w", id, err)
 			}

@@ -37,9 +37,10 @@ func fakeHub(t *testing.T) *httptest.Server {
 		switch {
 		case req.Token == "ojt_good" && !used:
 			used = true
-			_ = json.NewEncoder(w).Encode(map[string]string{
+			_ = json.NewEncoder(w).Encode(map[string]any{
 				"device_id": "pump-7", "hub_url": "http://hub.example:8080", "mqtt_url": "mqtt://hub.example:1883",
 				"mqtt_username": "pump-7", "mqtt_password": "s3cret",
+				"tuf_root": map[string]any{"signed": map[string]any{"_type": "root", "version": 1}},
 			})
 		case req.Token == "ojt_good":
 			w.WriteHeader(401)
@@ -58,9 +59,13 @@ func fakeHub(t *testing.T) *httptest.Server {
 
 func TestJoin(t *testing.T) {
 	hub := fakeHub(t)
-	c, err := Join(context.Background(), hub.URL+"/", " ojt_good\n", hub.Client())
+	res, err := Join(context.Background(), hub.URL+"/", " ojt_good\n", hub.Client())
+	c := res.Config
 	if err != nil {
 		t.Fatalf("Join: %v", err)
+	}
+	if string(res.TUFRoot) != `{"signed":{"_type":"root","version":1}}` {
+		t.Errorf("TUFRoot = %s, want the hub's tuf_root verbatim", res.TUFRoot)
 	}
 	want := config.Default()
 	want.DeviceID, want.HubURL = "pump-7", "http://hub.example:8080"

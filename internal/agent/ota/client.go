@@ -490,3 +490,28 @@ func (f *tufFetcher) badVersionReason(up *updater.Updater) Reason {
 	}
 	return ReasonRollback
 }
+
+// StoreTrustedRoot makes root the agent's trusted TUF root, as a join
+// does: metadata trusted before (from an earlier join, perhaps to another
+// hub) is discarded. A nil root (the hub had no update keys yet) only
+// discards; the agent then fetches the hub's first root at its first
+// update (see docs/agent-ota.md).
+func StoreTrustedRoot(dataDir string, root []byte) error {
+	dir := filepath.Join(dataDir, "ota", "tuf")
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("discarding earlier update metadata: %w", err)
+	}
+	if len(root) == 0 {
+		return nil
+	}
+	if _, err := metadata.Root().FromBytes(root); err != nil {
+		return fmt.Errorf("the hub's TUF root is not valid root metadata: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "root.json"), root, 0o600); err != nil {
+		return fmt.Errorf("storing the hub's TUF root: %w", err)
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package ota
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,4 +113,37 @@ func TestPostInstallTimeoutKillsProcessGroup(t *testing.T) {
 		}
 		return fmt.Errorf("process %d of the post-install command still runs", pid)
 	})
+}
+
+func TestStoreTrustedRoot(t *testing.T) {
+	r := newTestRepo(t)
+	dir := t.TempDir()
+	tufDir := filepath.Join(dir, "ota", "tuf")
+	if err := os.MkdirAll(tufDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Metadata trusted from an earlier join must not survive a new one.
+	stale := filepath.Join(tufDir, "timestamp.json")
+	if err := os.WriteFile(stale, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := StoreTrustedRoot(dir, r.rootBytes); err != nil {
+		t.Fatalf("StoreTrustedRoot: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(tufDir, "root.json"))
+	if err != nil || !bytes.Equal(got, r.rootBytes) {
+		t.Errorf("root.json = %q, %v; want the root given", got, err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale timestamp.json survived: %v", err)
+	}
+	if err := StoreTrustedRoot(dir, []byte(`{"signed":"nonsense"}`)); err == nil {
+		t.Error("an invalid root was stored")
+	}
+	if err := StoreTrustedRoot(dir, nil); err != nil {
+		t.Errorf("StoreTrustedRoot(nil): %v", err)
+	}
+	if _, err := os.Stat(tufDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a join without a root left %s behind: %v", tufDir, err)
+	}
 }
