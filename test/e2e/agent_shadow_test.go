@@ -147,5 +147,25 @@ func TestAgentShadowInterval(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Deleting the key returns the interval to agent.yaml's value at once,
+	// without a reconnect, and clears the error.
+	h.cli(t, "shadow", "set", "pump-7", "sources.temperature.interval=null")
+	testutil.Eventually(t, 30*time.Second, func() error {
+		doc, err := h.shadowDoc("pump-7")
+		if err != nil {
+			return err
+		}
+		if got := lookup(doc, "state", "reported", "sources", "temperature", "interval"); got != "1s" {
+			return fmt.Errorf("reported interval = %v, want agent.yaml's 1s", got)
+		}
+		if got := lookup(doc, "state", "reported", "outpost_errors"); got != nil {
+			return fmt.Errorf("reported outpost_errors = %s, want none", jsonOf(got))
+		}
+		return nil
+	})
+	if n := strings.Count(agent.output(), "connected to broker"); n != 1 {
+		t.Errorf("the agent reconnected; the deletion must arrive on the open connection:\n%s", tail(agent.output(), 20))
+	}
 	agent.stop(t)
 }

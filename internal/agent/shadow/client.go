@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -55,7 +56,7 @@ type Client struct {
 	id   string
 
 	// Topics, fixed at New.
-	deltaTopic, getAccepted, getRejected, getTopic, updateTopic string
+	deltaTopic, docsTopic, getAccepted, getRejected, getTopic, updateTopic string
 
 	msgs    chan message
 	getReq  chan struct{}
@@ -97,6 +98,7 @@ func New(opts Options) (*Client, error) {
 		base:        Baseline(opts.Config, opts.LogLevel),
 		id:          id,
 		deltaTopic:  protocol.ShadowTopic(id, "", protocol.ShadowOpUpdate, protocol.ShadowDelta),
+		docsTopic:   protocol.ShadowTopic(id, "", protocol.ShadowOpUpdate, protocol.ShadowDocuments),
 		getAccepted: protocol.ShadowTopic(id, "", protocol.ShadowOpGet, protocol.ShadowAccepted),
 		getRejected: protocol.ShadowTopic(id, "", protocol.ShadowOpGet, protocol.ShadowRejected),
 		getTopic:    protocol.ShadowTopic(id, "", protocol.ShadowOpGet, ""),
@@ -116,7 +118,7 @@ func New(opts Options) (*Client, error) {
 
 // Subscriptions are the topics the client needs the uplink to subscribe to.
 func (c *Client) Subscriptions() []string {
-	return []string{c.deltaTopic, c.getAccepted, c.getRejected}
+	return []string{c.deltaTopic, c.docsTopic, c.getAccepted, c.getRejected}
 }
 
 // Baseline returns the settings of agent.yaml alone.
@@ -249,7 +251,33 @@ func (c *Client) handle(ctx context.Context, m message) {
 		}
 		dm, _ := desired.(map[string]any)
 		c.adopt(ctx, d.Version, Merge(dm, d.State))
+	case c.docsTopic:
+		// update/documents carries the whole desired state after every
+		// update, so it also tells of deleted keys, which a delta cannot.
+		var docs protocol.ShadowDocumentsMessage
+		if err := json.Unmarshal(m.payload, &docs); err != nil {
+			c.log.Warn("ignoring a shadow documents message that does not decode", "err", err)
+			return
+		}
+		desired, _ := docs.Current.State["desired"].(map[string]any)
+		c.mu.Lock()
+		applied, inForce := c.state.Version, c.state.Desired
+		c.mu.Unlock()
+		if docs.Current.Version < applied || equalDesired(inForce, desired) {
+			return
+		}
+		c.adopt(ctx, docs.Current.Version, desired)
 	}
+}
+
+// equalDesired reports whether two desired states are the same, an absent
+// one being the same as an empty one.
+func equalDesired(a any, b map[string]any) bool {
+	am, _ := a.(map[string]any)
+	if len(am) == 0 && len(b) == 0 {
+		return true
+	}
+	return reflect.DeepEqual(am, b)
 }
 
 // adopt applies desired at version, saves it and reports the outcome.

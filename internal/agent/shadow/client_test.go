@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -174,5 +175,59 @@ func TestClientFollowsTheShadow(t *testing.T) {
 	waitVersion(t, c, 0)
 	if s, _ := f.last(); !s.Equal(c.Baseline()) {
 		t.Errorf("settings without a shadow = %+v", s)
+	}
+}
+
+// TestClientFollowsDeletions checks that a desired key deleted at the hub
+// returns to its agent.yaml value at once, through update/documents, even
+// when a delta of the same version (which cannot carry deletions) arrives
+// first.
+func TestClientFollowsDeletions(t *testing.T) {
+	f := &fakeAgent{}
+	c := startClient(t, filepath.Join(t.TempDir(), FileName), f)
+	topic := func(op, suffix string) string { return protocol.ShadowTopic("pump-7", "", op, suffix) }
+	if !slices.Contains(c.Subscriptions(), topic("update", "documents")) {
+		t.Fatalf("subscriptions %v lack update/documents", c.Subscriptions())
+	}
+	both := map[string]any{"log_level": "debug", "telemetry": map[string]any{"qos": 0.0}}
+	deliver(t, c, topic("update", "delta"), protocol.ShadowDeltaMessage{Version: 3, State: both})
+	waitVersion(t, c, 3)
+	if s, _ := f.last(); s.LogLevel != slog.LevelDebug || s.QoS != 0 {
+		t.Fatalf("settings after delta = %+v", s)
+	}
+
+	// log_level deleted (version 4): the delta names only what still
+	// differs, the documents message has the whole desired state.
+	onlyQoS := map[string]any{"telemetry": map[string]any{"qos": 0.0}}
+	deliver(t, c, topic("update", "delta"), protocol.ShadowDeltaMessage{Version: 4, State: onlyQoS})
+	deliver(t, c, topic("update", "documents"), protocol.ShadowDocumentsMessage{
+		Current: protocol.ShadowDocument{Version: 4, State: map[string]any{"desired": onlyQoS}},
+	})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if s, _ := f.last(); s.LogLevel != c.Baseline().LogLevel || s.QoS != 0 {
+			return fmt.Errorf("settings = log level %v, qos %d; want agent.yaml's log level and qos 0", s.LogLevel, s.QoS)
+		}
+		return nil
+	})
+
+	// A documents message for a report (same desired, newer version)
+	// changes nothing; an older one is ignored.
+	f.mu.Lock()
+	n := len(f.applied)
+	f.mu.Unlock()
+	deliver(t, c, topic("update", "documents"), protocol.ShadowDocumentsMessage{
+		Current: protocol.ShadowDocument{Version: 5, State: map[string]any{"desired": onlyQoS}},
+	})
+	deliver(t, c, topic("update", "documents"), protocol.ShadowDocumentsMessage{
+		Current: protocol.ShadowDocument{Version: 2, State: map[string]any{"desired": both}},
+	})
+	// A later delta proves both were processed (messages are handled in order).
+	deliver(t, c, topic("update", "delta"), protocol.ShadowDeltaMessage{Version: 6, State: map[string]any{"log_level": "warn"}})
+	waitVersion(t, c, 6)
+	f.mu.Lock()
+	applied := f.applied[n:]
+	f.mu.Unlock()
+	if len(applied) != 1 || applied[0].LogLevel != slog.LevelWarn || applied[0].QoS != 0 {
+		t.Errorf("applied after the no-op documents: %+v; want only the version 6 change", applied)
 	}
 }
