@@ -85,6 +85,38 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL,
 		PRIMARY KEY (device_id, name)
 	) WITHOUT ROWID;`,
+	`CREATE TABLE jobs (
+		id TEXT PRIMARY KEY,
+		document BLOB NOT NULL,
+		in_progress_timeout_ms INTEGER NOT NULL DEFAULT 0,
+		queued_timeout_ms INTEGER NOT NULL DEFAULT 0,
+		rollout TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE job_executions (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+		device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+		status TEXT NOT NULL,
+		status_details TEXT NOT NULL DEFAULT '{}',
+		queued_at INTEGER NOT NULL,
+		started_at INTEGER NOT NULL DEFAULT 0,
+		last_updated_at INTEGER NOT NULL,
+		version INTEGER NOT NULL,
+		execution_number INTEGER NOT NULL DEFAULT 1,
+		UNIQUE (job_id, device_id)
+	);
+	CREATE INDEX job_executions_pending ON job_executions(device_id, queued_at, seq) WHERE status IN ('QUEUED', 'IN_PROGRESS');
+	CREATE INDEX job_executions_active ON job_executions(status) WHERE status IN ('QUEUED', 'IN_PROGRESS');`,
+	// Documents are JSON state kept whole by a domain service (rollouts).
+	`CREATE TABLE documents (
+		kind TEXT NOT NULL,
+		id TEXT NOT NULL,
+		doc BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (kind, id)
+	) WITHOUT ROWID;`,
 }
 
 // Open opens (creating if needed) the database file at path and migrates it.

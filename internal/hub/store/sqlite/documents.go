@@ -1,0 +1,63 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/hub/store"
+)
+
+// CreateDocument stores a new JSON document of kind under id;
+// store.ErrExists if one is stored already.
+func (s *Store) CreateDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, "INSERT INTO documents(kind, id, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+		kind, id, doc, now.UnixMilli(), now.UnixMilli())
+	if isUniqueViolation(err) {
+		return store.ErrExists
+	}
+	return err
+}
+
+// SaveDocument replaces the document kind/id; store.ErrNotFound if there
+// is none.
+func (s *Store) SaveDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error {
+	res, err := s.w.ExecContext(ctx, "UPDATE documents SET doc = ?, updated_at = ? WHERE kind = ? AND id = ?", doc, now.UnixMilli(), kind, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// Document returns the document kind/id; store.ErrNotFound if there is
+// none.
+func (s *Store) Document(ctx context.Context, kind, id string) ([]byte, error) {
+	var doc []byte
+	err := s.r.QueryRowContext(ctx, "SELECT doc FROM documents WHERE kind = ? AND id = ?", kind, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return doc, err
+}
+
+// Documents returns every document of kind, oldest first.
+func (s *Store) Documents(ctx context.Context, kind string) ([][]byte, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT doc FROM documents WHERE kind = ? ORDER BY created_at, id", kind)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var doc []byte
+		if err := rows.Scan(&doc); err != nil {
+			return nil, err
+		}
+		out = append(out, doc)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,43 @@
+package sqlite_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/hub/store"
+)
+
+func TestDocuments(t *testing.T) {
+	s := open(t)
+	ctx := t.Context()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	if _, err := s.Document(ctx, "rollout", "r1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Document of nothing = %v, want ErrNotFound", err)
+	}
+	if err := s.SaveDocument(ctx, "rollout", "r1", []byte(`{}`), now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SaveDocument of nothing = %v, want ErrNotFound", err)
+	}
+	if err := s.CreateDocument(ctx, "rollout", "r1", []byte(`{"v":1}`), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateDocument(ctx, "rollout", "r1", []byte(`{"v":9}`), now); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateDocument twice = %v, want ErrExists", err)
+	}
+	if err := s.CreateDocument(ctx, "other", "r1", []byte(`{"k":"other"}`), now); err != nil {
+		t.Errorf("the same id under another kind: %v", err)
+	}
+	if err := s.CreateDocument(ctx, "rollout", "r0", []byte(`{"v":0}`), now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveDocument(ctx, "rollout", "r1", []byte(`{"v":2}`), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Document(ctx, "rollout", "r1"); err != nil || string(d) != `{"v":2}` {
+		t.Errorf("Document = %s, %v", d, err)
+	}
+	docs, err := s.Documents(ctx, "rollout")
+	if err != nil || len(docs) != 2 || string(docs[0]) != `{"v":2}` || string(docs[1]) != `{"v":0}` {
+		t.Errorf("Documents = %q, %v; want r1 then r0 (by creation)", docs, err)
+	}
+}
