@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent/config"
 	"github.com/outpost-edge/outpost/internal/agent/join"
 	"github.com/outpost-edge/outpost/internal/agent/ota"
+	"github.com/outpost-edge/outpost/internal/agent/slots"
 )
 
 // defaultDataDir is where join writes and run reads when --data is not given.
@@ -56,6 +57,14 @@ func exitCode(err error, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ue):
 		return 2
+	case errors.Is(err, slots.ErrRestart):
+		// Not a failure: systemd starts the agent again, and the launcher
+		// runs the staged update.
+		fmt.Fprintf(stderr, "outpost-agent: %v\n", err)
+		return slots.RestartExitCode
+	case errors.Is(err, slots.ErrWindowExpired):
+		fmt.Fprintf(stderr, "outpost-agent: %v; rolled back\n", err)
+		return slots.TrialExpiredExitCode
 	default:
 		fmt.Fprintf(stderr, "outpost-agent: %v\n", err)
 		return 1
@@ -203,9 +212,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dataDir := fs.String("data", defaultDataDir, "data `directory` for the agent's state")
 	cfgPath := fs.String("config", "", "configuration `file` (default DIR/agent.yaml)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	noSlots := fs.Bool("no-slots", false, "run this binary even if an update slot is active or on trial (also $"+slots.EnvDisable+"=1)")
 	err := parse(fs, command{
 		name:     "run",
-		synopsis: "[--data DIR] [--config FILE] [--log-level LEVEL]",
+		synopsis: "[--data DIR] [--config FILE] [--log-level LEVEL] [--no-slots]",
 		about: "Runs the agent until SIGINT or SIGTERM: reads the configured sensors and publishes their\n" +
 			"telemetry to the hub over MQTT. Logs go to stderr. OUTPOST_AGENT_* environment variables\n" +
 			"override some configuration keys (see docs/agent.md).",
@@ -219,6 +229,21 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "outpost-agent run: --log-level %q: want debug, info, warn or error\n", *level)
 		return usageError{"bad log level"}
 	}
+	levelVar := new(slog.LevelVar)
+	levelVar.Set(lvl)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: levelVar}))
+	// The launcher comes first: it may replace this process with the
+	// active update slot or a trial (docs/agent-update.md), and only the
+	// binary that really runs should read the configuration.
+	var launched slots.Launched
+	if !*noSlots {
+		launched = slots.Launch(slots.LaunchOptions{
+			DataDir: *dataDir,
+			Args:    append([]string{os.Args[0], "run"}, args...),
+			Version: version,
+			Logger:  logger.With("component", "slots"),
+		})
+	}
 	if *cfgPath == "" {
 		*cfgPath = filepath.Join(*dataDir, config.FileName)
 	}
@@ -229,15 +254,49 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	levelVar := new(slog.LevelVar)
-	levelVar.Set(lvl)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: levelVar}))
 	setGCPercent(os.LookupEnv)
 	a, err := agent.New(cfg, agent.Options{Logger: logger, DataDir: *dataDir, Version: version, LogLevel: levelVar})
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	if !launched.Trial {
+		return a.Run(ctx)
+	}
+	return runTrial(ctx, a, *dataDir, launched, logger)
+}
+
+// trialHealthy is the self-check an update trial must pass to commit:
+// connected to the hub, and the online status acknowledged by the broker.
+func trialHealthy(s agent.Stats) bool { return s.Running && s.Connected && s.StatusSent > 0 }
+
+// runTrial runs the agent as an update trial: it commits the trial once the
+// agent is healthy, and stops the agent with slots.ErrWindowExpired when
+// the commit window passes first (the trial has rolled back then).
+func runTrial(ctx context.Context, a *agent.Agent, dataDir string, l slots.Launched, logger *slog.Logger) error {
+	log := logger.With("component", "slots", "version", l.Version, "slot", l.Slot)
+	log.Info("running as an update trial", "deadline", l.Deadline)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		err := a.Run(ctx)
+		cancel()
+		done <- err
+	}()
+	err := slots.AwaitCommit(ctx, dataDir, l, func() bool { return trialHealthy(a.Stats()) })
+	switch {
+	case err == nil:
+		log.Info("update trial committed: this version now starts at boot")
+	case errors.Is(err, slots.ErrWindowExpired):
+		log.Error("update trial not healthy within its commit window; stopping, the previous version starts next", "err", err)
+		cancel()
+		<-done
+		return err
+	case ctx.Err() == nil:
+		// The trial stays pending: the next start retries or rolls back.
+		log.Error("committing the update trial failed", "err", err)
+	}
+	return <-done
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) error {

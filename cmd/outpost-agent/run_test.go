@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/agent/brokertest"
 	"github.com/outpost-edge/outpost/internal/agent/config"
+	"github.com/outpost-edge/outpost/internal/agent/slots"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -46,6 +47,7 @@ func TestUsage(t *testing.T) {
 		{"help", []string{"--help"}, 0, "Commands:", ""},
 		{"join help", []string{"join", "-h"}, 0, "outpost-agent join --hub URL --token TOKEN", ""},
 		{"run help", []string{"run", "--help"}, 0, "-log-level level", ""},
+		{"run help mentions slots", []string{"run", "--help"}, 0, "-no-slots", ""},
 		{"version help", []string{"version", "-h"}, 0, "Example:", ""},
 		{"version", []string{"version"}, 0, "outpost-agent " + version + " (go", ""},
 		{"bad flag", []string{"run", "--nope"}, 2, "", "flag provided but not defined: -nope"},
@@ -198,5 +200,102 @@ func TestGCPercent(t *testing.T) {
 	setGCPercent(func(k string) (string, bool) { return "200", k == "GOGC" })
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC set the agent changed the GC target to %d", got)
+	}
+}
+
+func TestExitCodeUpdates(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("ota job: %w", slots.ErrRestart), slots.RestartExitCode},
+		{slots.ErrWindowExpired, slots.TrialExpiredExitCode},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		if code := exitCode(tt.err, &buf); code != tt.want || strings.Count(buf.String(), "\n") != 1 {
+			t.Errorf("exitCode(%v) = %d, printed %q; want %d and one line", tt.err, code, buf.String(), tt.want)
+		}
+	}
+}
+
+// trialDir writes a configuration for mqttURL and a state.json with a
+// started trial of slot a, and sets the variables the launcher gives a
+// trial. The slot binary itself is not needed: this process plays it.
+func trialDir(t *testing.T, mqttURL string, window time.Duration) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DeviceID = "pump-7"
+	cfg.MQTT.URL = mqttURL
+	if err := cfg.Save(filepath.Join(dir, config.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, slots.DirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	state := fmt.Sprintf(`{"active":"","trial":{"slot":"a","version":"2.0.0","job_id":"job-1","window_ms":%d,"started_at":%q,"deadline":%q,"starts":1},"last_result":null}`,
+		window.Milliseconds(), now.Format(time.RFC3339Nano), now.Add(window).Format(time.RFC3339Nano))
+	if err := os.WriteFile(filepath.Join(dir, slots.DirName, slots.StateFileName), []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(slots.EnvSlot, "a")
+	t.Setenv(slots.EnvTrial, "1")
+	return dir
+}
+
+func TestRunTrialCommitsWhenConnected(t *testing.T) {
+	b := brokertest.Start(t, "")
+	dir := trialDir(t, b.URL, 30*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--data", dir}, &stdout, &stderr) }()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		s, err := slots.Status(dir)
+		if err != nil {
+			return err
+		}
+		if s.LastResult == nil {
+			return errors.New("not committed yet")
+		}
+		return nil
+	})
+	if len(b.Published(protocol.StatusTopic("pump-7"))) == 0 {
+		t.Error("committed before the online status was published")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run = %v", err)
+	}
+	s, _ := slots.Status(dir)
+	if s.Active != "a" || s.ActiveVersion != "2.0.0" || s.LastResult.Outcome != slots.OutcomeCommitted || s.LastResult.JobID != "job-1" {
+		t.Errorf("state = %+v, last_result %+v", s, *s.LastResult)
+	}
+	if _, set := os.LookupEnv(slots.EnvSlot); set {
+		t.Error("the launcher variables stayed in the environment for child processes")
+	}
+	if !strings.Contains(stderr.String(), "update trial committed") {
+		t.Errorf("logs lack the commit:\n%s", stderr.String())
+	}
+}
+
+func TestRunTrialWithoutHubRollsBack(t *testing.T) {
+	dir := trialDir(t, "mqtt://127.0.0.1:1", 300*time.Millisecond)
+	start := time.Now()
+	code, _, stderr := cli(context.Background(), "run", "--data", dir)
+	if code != slots.TrialExpiredExitCode {
+		t.Fatalf("run = %d, want %d; stderr:\n%s", code, slots.TrialExpiredExitCode, stderr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the trial took %s to give up on a 300ms window", d)
+	}
+	s, err := slots.Status(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Trial != nil || s.LastResult == nil || s.LastResult.Outcome != slots.OutcomeRolledBack || s.LastResult.Reason != slots.ReasonWindowExpired {
+		t.Errorf("state = %+v", s)
 	}
 }

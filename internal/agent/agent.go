@@ -82,6 +82,10 @@ type Stats struct {
 	Connected bool
 	// Connects counts MQTT connections made.
 	Connects uint64
+	// StatusSent counts online status messages the broker acknowledged;
+	// Connected with StatusSent > 0 is the self-check an update trial
+	// must pass before it commits (package slots).
+	StatusSent uint64
 	// LastPublish is when the broker last accepted a batch; zero if never.
 	LastPublish time.Time
 
@@ -395,6 +399,7 @@ func (a *Agent) Stats() Stats {
 		s.BatchesRejected, s.PointsRejected, s.PublishRetries = u.BatchesRejected, u.PointsRejected, u.Retries
 		s.PointsBacklog, s.Draining = u.PointsBacklog, u.Draining
 		s.Connected, s.Connects, s.LastPublish = u.Connected, u.Connects, u.LastPublish
+		s.StatusSent = u.StatusSent
 	}
 	if sp := a.spool.Load(); sp != nil {
 		st := sp.Stats()
