@@ -171,9 +171,10 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 }
 
 // OnACLCheck lets a device use only its own topics, and publish to none of
-// the shadow response topics, which only the hub answers on.
+// the shadow response topics and jobs answer and notification topics,
+// which only the hub publishes on.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if protocol.DeviceMayUse(string(cl.Properties.Username), topic) && !(write && protocol.IsShadowResponseTopic(topic)) {
+	if protocol.DeviceMayUse(string(cl.Properties.Username), topic) && !(write && (protocol.IsShadowResponseTopic(topic) || protocol.IsJobsServerTopic(topic))) {
 		return true
 	}
 	h.b.aclDenied.Inc()
