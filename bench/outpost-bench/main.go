@@ -7,6 +7,7 @@
 //	go run ./bench/outpost-bench drain --points 200000
 //	go run ./bench/outpost-bench start --runs 20
 //	go run ./bench/outpost-bench rss --sources 20 --rate 10 --duration 60s
+//	go run ./bench/outpost-bench delta patch:old-agent=new-agent
 package main
 
 import (
@@ -19,7 +20,7 @@ import (
 	"os/signal"
 )
 
-const usage = `usage: outpost-bench <payload|ingest|drain|start|rss> [flags]
+const usage = `usage: outpost-bench <payload|ingest|drain|start|rss|delta> [flags]
 Run from the repository root; -h after a command lists its flags.
 `
 
@@ -47,6 +48,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"drain":   runDrain,
 		"start":   runStart,
 		"rss":     runRSS,
+		"delta":   runDelta,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

@@ -29,6 +29,21 @@ type artifact struct {
 	Length      int64   `json:"length"`
 	SHA256      string  `json:"sha256"`
 	PublishedAt apiTime `json:"published_at"`
+	// DeltaFrom, DeltaFor, FullLength and DeltaPercent are set on delta
+	// artifacts.
+	DeltaFrom    string  `json:"delta_from"`
+	DeltaFor     string  `json:"delta_for"`
+	FullLength   int64   `json:"full_length"`
+	DeltaPercent float64 `json:"delta_percent"`
+}
+
+// deltaColumn describes a delta artifact for the DELTA column: the version
+// it patches and its size as a share of the full artifact.
+func (a artifact) deltaColumn() string {
+	if a.DeltaFrom == "" {
+		return ""
+	}
+	return fmt.Sprintf("from %s: %.1f%% of %d", a.DeltaFrom, a.DeltaPercent, a.FullLength)
 }
 
 func newArtifactsCmd(g *globals) *cobra.Command {
@@ -48,7 +63,10 @@ Run "outpost keys init" once before the first publish.`,
 }
 
 func newArtifactsPublishCmd(g *globals) *cobra.Command {
-	var sp ota.Spec
+	var (
+		sp        ota.Spec
+		deltaFrom string
+	)
 	cmd := &cobra.Command{
 		Use:   "publish FILE --name N --version V --type agent|file|service --platform OS/ARCH|any",
 		Short: "Upload a file and sign it as a new artifact",
@@ -59,9 +77,16 @@ An artifact is identified by name, version and platform. Names are 1–64 charac
 a-z 0-9 . _ -; versions are semantic versions (MAJOR.MINOR.PATCH[-pre]); the platform is
 OS/ARCH (linux/arm64, linux/amd64, …) or "any". Publishing the same bytes again is a no-op;
 publishing other bytes under an existing name, version and platform is refused: publish a
-new version instead. The hub limits the size (512 MiB by default).`,
+new version instead. The hub limits the size (512 MiB by default).
+
+--delta-from OLD also publishes a delta: a zstd patch of FILE built with version OLD (same
+name and platform, published already) as dictionary, signed as the target
+NAME/VERSION/PLATFORM.from-OLD. Devices running OLD download the patch, rebuild FILE and
+verify it against the full artifact's signature, and download FILE itself if anything fails.
+The full artifact is always published too.`,
 		Example: `  outpost artifacts publish ./dist/outpost-agent --name outpost-agent --version 1.4.0 --type agent --platform linux/arm64
   outpost artifacts publish ./pump.yaml --name pump-config --version 2.0.0-rc.1 --type file --platform any
+  outpost artifacts publish ./dist/outpost-agent --name outpost-agent --version 1.4.1 --type agent --platform linux/arm64 --delta-from 1.4.0
   outpost artifacts publish ./svc.tar --name vision --version 0.3.1 --type service --platform linux/amd64 -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,16 +111,24 @@ new version instead. The hub limits the size (512 MiB by default).`,
 				return err
 			}
 			q := url.Values{"name": {sp.Name}, "version": {sp.Version}, "type": {sp.Type}, "platform": {sp.Platform}}
+			if deltaFrom != "" {
+				q.Set("delta_from", deltaFrom)
+			}
 			raw, status, err := upload(cmd.Context(), t, pathArtifacts, q, f, fi.Size())
 			if err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) && ae.Code == "keys_not_initialised" {
 					return fmt.Errorf("publishing %s: the hub has no signing keys yet: run \"outpost keys init\" first", sp.TargetPath())
 				}
+				if errors.As(err, &ae) && ae.Code == "delta_base_not_found" {
+					return fmt.Errorf("publishing %s with --delta-from %s: %s is not published for %s; publish it first or drop --delta-from",
+						sp.TargetPath(), deltaFrom, deltaFrom, sp.Platform)
+				}
 				return fmt.Errorf("publishing %s: %w", sp.TargetPath(), err)
 			}
 			var resp struct {
-				Artifact artifact `json:"artifact"`
+				Artifact artifact  `json:"artifact"`
+				Delta    *artifact `json:"delta"`
 			}
 			if err := json.Unmarshal(raw, &resp); err != nil {
 				return fmt.Errorf("decoding the hub's answer: %w", err)
@@ -109,13 +142,20 @@ new version instead. The hub limits the size (512 MiB by default).`,
 			} else {
 				fmt.Fprintf(g.stdout, "Published %s (%s, %d bytes) and signed new TUF metadata.\n", a.Path, a.Type, a.Length)
 			}
-			return writeFields(g.stdout, [][2]string{{"sha256", a.SHA256}, {"published", a.PublishedAt.UTC().Format(time.RFC3339)}})
+			fields := [][2]string{{"sha256", a.SHA256}, {"published", a.PublishedAt.UTC().Format(time.RFC3339)}}
+			if d := resp.Delta; d != nil {
+				fields = append(fields,
+					[2]string{"delta", fmt.Sprintf("%s (%d bytes)", d.Path, d.Length)},
+					[2]string{"delta saving", fmt.Sprintf("%.1f%% of the full download (%d of %d bytes), %.1f%% saved", d.DeltaPercent, d.Length, d.FullLength, 100-d.DeltaPercent)})
+			}
+			return writeFields(g.stdout, fields)
 		},
 	}
 	cmd.Flags().StringVar(&sp.Name, "name", "", "artifact name, 1–64 of a-z 0-9 . _ - (required)")
 	cmd.Flags().StringVar(&sp.Version, "version", "", "semantic version MAJOR.MINOR.PATCH[-pre] (required)")
 	cmd.Flags().StringVar(&sp.Type, "type", "", "agent, file or service (required)")
 	cmd.Flags().StringVar(&sp.Platform, "platform", "", "OS/ARCH such as linux/arm64, or any (required)")
+	cmd.Flags().StringVar(&deltaFrom, "delta-from", "", "also publish a delta patch from this published version (same name and platform)")
 	for _, f := range []string{"name", "version", "type", "platform"} {
 		cmd.MarkFlagRequired(f)
 	}
@@ -163,7 +203,9 @@ func newArtifactsListCmd(g *globals) *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List published artifacts",
-		Long:    `ls lists the artifacts in the hub's current signed targets metadata, sorted by name, version and platform.`,
+		Long: `ls lists the artifacts in the hub's current signed targets metadata, sorted by name, version and platform.
+A delta (published with --delta-from) is listed after its full artifact; DELTA shows the version it
+patches and its size as a percentage of the full artifact.`,
 		Example: `  outpost artifacts ls
   outpost artifacts ls --name outpost-agent
   outpost artifacts ls -o json`,
@@ -193,10 +235,10 @@ func newArtifactsListCmd(g *globals) *cobra.Command {
 			}
 			rows := make([][]string, len(resp.Artifacts))
 			for i, a := range resp.Artifacts {
-				rows[i] = []string{a.Name, a.Version, a.Type, a.Platform, strconv.FormatInt(a.Length, 10), a.SHA256,
+				rows[i] = []string{a.Name, a.Version, a.Type, a.Platform, strconv.FormatInt(a.Length, 10), a.deltaColumn(), a.SHA256,
 					a.PublishedAt.UTC().Format(time.RFC3339)}
 			}
-			return writeTable(g.stdout, []string{"NAME", "VERSION", "TYPE", "PLATFORM", "LENGTH", "SHA256", "PUBLISHED"}, rows)
+			return writeTable(g.stdout, []string{"NAME", "VERSION", "TYPE", "PLATFORM", "LENGTH", "DELTA", "SHA256", "PUBLISHED"}, rows)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only artifacts with this name")

@@ -31,6 +31,16 @@ type DownloadStats struct {
 	Resumes int
 	// Duration is the wall time of the call.
 	Duration time.Duration
+	// Delta is true when DownloadDelta rebuilt the artifact from a signed
+	// delta and the installed file; DeltaBytes is that delta's signed
+	// size (also set when the delta was tried and not used).
+	Delta      bool
+	DeltaBytes int64
+	// FellBack is true when DownloadDelta downloaded the full artifact
+	// instead of using a delta; FallbackReason (a Fallback… constant)
+	// says why.
+	FellBack       bool
+	FallbackReason string
 }
 
 // Causes of a download's context being canceled by this package.

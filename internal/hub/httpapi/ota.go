@@ -19,6 +19,7 @@ type OTA interface {
 	PutRoot(data []byte) (int64, error)
 	Status() (ota.Status, error)
 	Publish(sp ota.Spec, body io.Reader) (ota.Artifact, bool, error)
+	PublishDelta(sp ota.Spec, from string, body io.Reader) (full, delta ota.Artifact, created bool, err error)
 	Artifacts(name string) ([]ota.Artifact, error)
 	RootJSON() ([]byte, bool)
 	OpenMetadata(name string) (*os.File, error)
@@ -64,6 +65,8 @@ func (a *api) otaFail(c *gin.Context, err error) {
 		fail(c, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, ota.ErrTooLarge), errors.As(err, &tooBig):
 		fail(c, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, ota.ErrDeltaBase):
+		fail(c, http.StatusNotFound, "delta_base_not_found", err.Error())
 	case errors.Is(err, ota.ErrNotFound):
 		fail(c, http.StatusNotFound, "not_found", "no such file")
 	default:
@@ -172,7 +175,17 @@ func (a *api) publishArtifact(c *gin.Context) {
 		fail(c, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("artifact of %d bytes is over the hub's limit of %d bytes", c.Request.ContentLength, max))
 		return
 	}
-	art, created, err := a.OTA.Publish(sp, c.Request.Body)
+	var (
+		art, delta ota.Artifact
+		created    bool
+		err        error
+	)
+	from, withDelta := c.GetQuery("delta_from")
+	if withDelta {
+		art, delta, created, err = a.OTA.PublishDelta(sp, from, c.Request.Body)
+	} else {
+		art, created, err = a.OTA.Publish(sp, c.Request.Body)
+	}
 	if err != nil {
 		if errors.Is(err, ota.ErrTooLarge) {
 			err = fmt.Errorf("%w (the hub's limit is %d bytes)", err, max)
@@ -183,6 +196,10 @@ func (a *api) publishArtifact(c *gin.Context) {
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
+	}
+	if withDelta {
+		c.JSON(status, gin.H{"artifact": art, "created": created, "delta": delta})
+		return
 	}
 	c.JSON(status, gin.H{"artifact": art, "created": created})
 }

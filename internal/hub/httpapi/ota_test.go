@@ -18,6 +18,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/hub/hubtest"
 	"github.com/outpost-edge/outpost/internal/hub/ota"
+	"github.com/outpost-edge/outpost/internal/otadelta"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
@@ -600,5 +601,90 @@ func TestOTARefreshTimestamp(t *testing.T) {
 	up.UnsafeSetRefTime(time.Now().Add(6*24*time.Hour + 2*time.Hour))
 	if err := up.Refresh(); err != nil {
 		t.Errorf("Refresh six days on: %v", err)
+	}
+}
+
+// publishDelta publishes blob as name/version/platform with a delta from
+// version from.
+func publishDelta(t *testing.T, h *hubtest.Hub, name, version, from, platform string, blob []byte) (int, string) {
+	t.Helper()
+	q := url.Values{"name": {name}, "version": {version}, "type": {"agent"}, "platform": {platform}, "delta_from": {from}}
+	return rawDo(t, h, "POST", "/api/v1/artifacts?"+q.Encode(), bytes.NewReader(blob), "Bearer "+h.Token)
+}
+
+func TestOTAPublishDelta(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	pw := h.AddDevice(t, "pump-7")
+	_, root := initKeys(t, h)
+	v1 := make([]byte, 512<<10)
+	for i := range v1 {
+		v1[i] = byte(i*7 + i/1000)
+	}
+	v2 := append([]byte(nil), v1...)
+	copy(v2[1000:], "1.0.1")
+	copy(v2[300<<10:], "patched")
+	if status, body := publish(t, h, "outpost-agent", "1.0.0", "agent", "linux/arm64", v1); status != http.StatusCreated {
+		t.Fatalf("publish 1.0.0: %d %s", status, body)
+	}
+	status, body := publishDelta(t, h, "outpost-agent", "1.0.1", "1.0.0", "linux/arm64", v2)
+	if status != http.StatusCreated {
+		t.Fatalf("publish 1.0.1 with delta_from=1.0.0: %d %s", status, body)
+	}
+	var resp struct {
+		Artifact ota.Artifact `json:"artifact"`
+		Delta    ota.Artifact `json:"delta"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Artifact.Path != "outpost-agent/1.0.1/linux-arm64" || resp.Delta.Path != "outpost-agent/1.0.1/linux-arm64.from-1.0.0" ||
+		resp.Delta.DeltaFrom != "1.0.0" || resp.Delta.DeltaFor != resp.Artifact.Path || resp.Delta.FullLength != int64(len(v2)) ||
+		resp.Delta.Length >= resp.Artifact.Length/10 || resp.Delta.DeltaPercent >= 10 {
+		t.Fatalf("response: %s", body)
+	}
+
+	// A device's TUF client finds both targets signed and downloads the
+	// delta, which patches 1.0.0 into 1.0.1.
+	up := newUpdater(t, h, root, t.TempDir(), "pump-7", pw)
+	if err := up.Refresh(); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if _, err := up.GetTargetInfo(resp.Artifact.Path); err != nil {
+		t.Fatalf("full target: %v", err)
+	}
+	dtf, err := up.GetTargetInfo(resp.Delta.Path)
+	if err != nil {
+		t.Fatalf("delta target: %v", err)
+	}
+	_, patch, err := up.DownloadTarget(dtf, "", "")
+	if err != nil {
+		t.Fatalf("DownloadTarget(delta): %v", err)
+	}
+	var out bytes.Buffer
+	if _, err := otadelta.Decode(bytes.NewReader(patch), v1, &out, int64(len(v2))); err != nil || !bytes.Equal(out.Bytes(), v2) {
+		t.Fatalf("applying the delta: %v", err)
+	}
+
+	var list struct {
+		Artifacts []ota.Artifact `json:"artifacts"`
+	}
+	h.API(t, "GET", "/api/v1/artifacts?name=outpost-agent", nil, http.StatusOK, &list)
+	if len(list.Artifacts) != 3 || list.Artifacts[2].DeltaPercent != resp.Delta.DeltaPercent {
+		t.Errorf("artifacts = %+v", list.Artifacts)
+	}
+
+	// A delta from a version that was never published is refused, and
+	// nothing is published.
+	before := tufStatus(t, h).Roles["targets"].Version
+	status, body = publishDelta(t, h, "outpost-agent", "1.0.2", "0.9.0", "linux/arm64", v2)
+	if status != http.StatusNotFound || !strings.Contains(body, `"delta_base_not_found"`) || !strings.Contains(body, "outpost-agent/0.9.0/linux-arm64 is not published") {
+		t.Errorf("delta_from an unknown version: %d %s, want 404 delta_base_not_found", status, body)
+	}
+	if status, body := publishDelta(t, h, "outpost-agent", "1.0.2", "one", "linux/arm64", v2); status != http.StatusBadRequest {
+		t.Errorf("delta_from a bad version: %d %s, want 400", status, body)
+	}
+	if after := tufStatus(t, h).Roles["targets"].Version; after != before {
+		t.Errorf("targets version %d after refused deltas, want %d", after, before)
 	}
 }

@@ -85,6 +85,14 @@ type Artifact struct {
 	SHA256      string    `json:"sha256"`
 	SHA512      string    `json:"sha512"`
 	PublishedAt time.Time `json:"published_at"`
+	// DeltaFrom and DeltaFor are set on a delta target: the version it
+	// patches and the path of the full target it rebuilds.
+	DeltaFrom string `json:"delta_from,omitempty"`
+	DeltaFor  string `json:"delta_for,omitempty"`
+	// FullLength is the length of the DeltaFor target and DeltaPercent
+	// this delta's length as a percentage of it (delta targets only).
+	FullLength   int64   `json:"full_length,omitempty"`
+	DeltaPercent float64 `json:"delta_percent,omitempty"`
 }
 
 // blobPath is where a consistent-snapshot client fetches a target:
@@ -107,33 +115,68 @@ func (s *Service) Publish(sp Spec, body io.Reader) (Artifact, bool, error) {
 		return Artifact{}, false, ErrNotInitialised
 	}
 	// Receive the upload outside the lock: it may be slow and large.
+	up, err := s.receive(body)
+	if err != nil {
+		return Artifact{}, false, err
+	}
+	defer up.discard()
+	custom, err := json.Marshal(Custom{Outpost: sp})
+	if err != nil {
+		return Artifact{}, false, err
+	}
+	return s.addTarget(sp.TargetPath(), custom, up)
+}
+
+// upload is a received file not yet stored as a target.
+type upload struct {
+	tmp            string
+	n              int64
+	sum256, sum512 []byte
+}
+
+// discard removes the file unless addTarget moved it into place.
+func (u *upload) discard() { os.Remove(u.tmp) }
+
+// receive copies body (at most MaxArtifactBytes, not empty) to a synced
+// temporary file under targets/ and hashes it.
+func (s *Service) receive(body io.Reader) (*upload, error) {
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "targets"), ".upload-*")
 	if err != nil {
-		return Artifact{}, false, fmt.Errorf("creating upload file: %w", err)
+		return nil, fmt.Errorf("creating upload file: %w", err)
 	}
+	ok := false
 	defer func() {
 		tmp.Close()
-		os.Remove(tmp.Name())
+		if !ok {
+			os.Remove(tmp.Name())
+		}
 	}()
 	h256, h512 := sha256.New(), sha512.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h256, h512), io.LimitReader(body, s.maxBytes+1))
 	if err != nil {
-		return Artifact{}, false, fmt.Errorf("receiving artifact: %w", err)
+		return nil, fmt.Errorf("receiving artifact: %w", err)
 	}
 	if n > s.maxBytes {
-		return Artifact{}, false, fmt.Errorf("%w: over %d bytes", ErrTooLarge, s.maxBytes)
+		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, s.maxBytes)
 	}
 	if n == 0 {
-		return Artifact{}, false, fmt.Errorf("%w: the artifact is empty", ErrInvalid)
+		return nil, fmt.Errorf("%w: the artifact is empty", ErrInvalid)
 	}
 	if err := tmp.Sync(); err != nil {
-		return Artifact{}, false, fmt.Errorf("syncing artifact: %w", err)
+		return nil, fmt.Errorf("syncing artifact: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return Artifact{}, false, fmt.Errorf("closing artifact: %w", err)
+		return nil, fmt.Errorf("closing artifact: %w", err)
 	}
-	sum256, sum512 := h256.Sum(nil), h512.Sum(nil)
+	ok = true
+	return &upload{tmp: tmp.Name(), n: n, sum256: h256.Sum(nil), sum512: h512.Sum(nil)}, nil
+}
 
+// addTarget stores up as the blob of target tpath with the given custom
+// metadata and signs new targets, snapshot and timestamp. If tpath exists
+// with the same bytes it returns it with created false; with other bytes,
+// ErrConflict.
+func (s *Service) addTarget(tpath string, custom json.RawMessage, up *upload) (Artifact, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
@@ -141,7 +184,7 @@ func (s *Service) Publish(sp Spec, body io.Reader) (Artifact, bool, error) {
 	if err != nil {
 		return Artifact{}, false, err
 	}
-	tpath := sp.TargetPath()
+	n, sum256, sum512 := up.n, up.sum256, up.sum512
 	if old, ok := st.targets.Signed.Targets[tpath]; ok {
 		a, err := s.artifactOf(tpath, old, nil)
 		if err != nil {
@@ -152,16 +195,16 @@ func (s *Service) Publish(sp Spec, body io.Reader) (Artifact, bool, error) {
 		}
 		return Artifact{}, false, fmt.Errorf("%w: %s was published with sha256 %s; publish a new version instead", ErrConflict, tpath, a.SHA256)
 	}
-	dir := filepath.Join(s.dir, "targets", sp.Name, sp.Version)
+	dir := filepath.Join(s.dir, "targets", filepath.FromSlash(path.Dir(tpath)))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Artifact{}, false, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	hex256, hex512 := hex.EncodeToString(sum256), hex.EncodeToString(sum512)
 	final := filepath.Join(s.dir, "targets", filepath.FromSlash(blobPath(tpath, hex256)))
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+	if err := os.Chmod(up.tmp, 0o644); err != nil {
 		return Artifact{}, false, err
 	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
+	if err := os.Rename(up.tmp, final); err != nil {
 		return Artifact{}, false, fmt.Errorf("storing artifact: %w", err)
 	}
 	// go-tuf's client names a consistent-snapshot target by whichever
@@ -170,11 +213,7 @@ func (s *Service) Publish(sp Spec, body io.Reader) (Artifact, bool, error) {
 	if err := os.Link(final, alias); err != nil && !errors.Is(err, fs.ErrExist) {
 		return Artifact{}, false, fmt.Errorf("linking artifact: %w", err)
 	}
-	custom, err := json.Marshal(Custom{Outpost: sp})
-	if err != nil {
-		return Artifact{}, false, err
-	}
-	raw := json.RawMessage(custom)
+	raw := custom
 	tf := &metadata.TargetFiles{Length: n, Hashes: metadata.Hashes{"sha256": sum256, "sha512": sum512}, Custom: &raw, Path: tpath}
 	st.targets.Signed.Targets[tpath] = tf
 	if err := s.setPublished(tpath, now); err != nil {
@@ -213,6 +252,7 @@ func (s *Service) Artifacts(name string) ([]Artifact, error) {
 		if err != nil {
 			return nil, err
 		}
+		fillDeltaSize(&a, st.targets.Signed.Targets)
 		if name == "" || a.Name == name {
 			out = append(out, a)
 		}
@@ -225,7 +265,10 @@ func (s *Service) Artifacts(name string) ([]Artifact, error) {
 		if a.Version != b.Version {
 			return a.Version < b.Version
 		}
-		return a.Platform < b.Platform
+		if a.Platform != b.Platform {
+			return a.Platform < b.Platform
+		}
+		return a.Path < b.Path
 	})
 	return out, nil
 }
@@ -235,11 +278,11 @@ func (s *Service) Artifacts(name string) ([]Artifact, error) {
 func (s *Service) artifactOf(p string, tf *metadata.TargetFiles, pub map[string]time.Time) (Artifact, error) {
 	a := Artifact{Path: p, Length: tf.Length, SHA256: hex.EncodeToString(tf.Hashes["sha256"]), SHA512: hex.EncodeToString(tf.Hashes["sha512"])}
 	if tf.Custom != nil {
-		var c Custom
+		var c deltaCustom
 		if err := json.Unmarshal(*tf.Custom, &c); err != nil {
 			return Artifact{}, fmt.Errorf("target %s: decoding custom metadata: %w", p, err)
 		}
-		a.Spec = c.Outpost
+		a.Spec, a.DeltaFrom, a.DeltaFor = c.Outpost.Spec, c.Outpost.DeltaFrom, c.Outpost.DeltaFor
 	}
 	if pub == nil {
 		var err error
