@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +19,13 @@ import (
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/internal/agent/collect"
 	"github.com/outpost-edge/outpost/internal/agent/config"
+	"github.com/outpost-edge/outpost/internal/agent/jobs"
+	"github.com/outpost-edge/outpost/internal/agent/ota"
 	"github.com/outpost-edge/outpost/internal/agent/shadow"
+	"github.com/outpost-edge/outpost/internal/agent/slots"
 	"github.com/outpost-edge/outpost/internal/agent/spool"
 	"github.com/outpost-edge/outpost/internal/agent/uplink"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // The spool sits between collect and uplink.
@@ -120,6 +125,14 @@ type Agent struct {
 	collector *collect.Collector
 	// shadow keeps the running settings in line with the device shadow.
 	shadow *shadow.Client
+	// jobs runs OTA jobs; ota is its client of the hub's TUF repository,
+	// created at the first job.
+	jobs  *jobs.Runner
+	otaMu sync.Mutex
+	ota   *ota.Client
+	// restart ends Run with slots.ErrRestart (an agent update was staged).
+	restart   context.CancelCauseFunc
+	restartMu sync.Mutex
 
 	started atomic.Bool
 	running atomic.Bool
@@ -171,7 +184,54 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
+	a.jobs, err = jobs.New(jobs.Options{
+		DeviceID:  cfg.DeviceID,
+		DataDir:   opts.DataDir,
+		Transport: jobsTransport{a},
+		Handlers:  a.jobHandlers(),
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating agent: %w", err)
+	}
 	return a, nil
+}
+
+// jobsTransport publishes the jobs runner's requests over the uplink.
+type jobsTransport struct{ a *Agent }
+
+func (t jobsTransport) Publish(ctx context.Context, topic string, payload []byte) error {
+	return t.a.publish(ctx, topic, payload)
+}
+
+// requestRestart ends Run with slots.ErrRestart, so that the process
+// exits and starts again into the staged update.
+func (a *Agent) requestRestart() {
+	a.restartMu.Lock()
+	defer a.restartMu.Unlock()
+	if a.restart != nil {
+		a.restart(slots.ErrRestart)
+	}
+}
+
+// subscriptions are the topics the shadow client and the jobs runner need.
+func (a *Agent) subscriptions() []string {
+	return append(a.shadow.Subscriptions(), a.jobs.Subscriptions()...)
+}
+
+// onMessage routes a message on one of subscriptions.
+func (a *Agent) onMessage(topic string, payload []byte) {
+	if strings.HasPrefix(topic, protocol.JobsTopicPrefix(a.cfg.DeviceID)) {
+		a.jobs.HandleMessage(topic, payload)
+		return
+	}
+	a.shadow.HandleMessage(topic, payload)
+}
+
+// onSubscribed runs after each connection's subscriptions are in place.
+func (a *Agent) onSubscribed(ctx context.Context) {
+	a.shadow.Connected(ctx)
+	a.jobs.Connected(ctx)
 }
 
 // publish publishes a shadow request over the uplink.
@@ -253,6 +313,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return errors.New("agent: Run called twice")
 	}
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
+	a.restartMu.Lock()
+	a.restart = restart
+	a.restartMu.Unlock()
 	if err := os.MkdirAll(a.opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
@@ -305,9 +370,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		StopGrace:      stopGrace,
 		AgentVersion:   a.opts.Version,
 		Logger:         a.log,
-		Subscriptions:  a.shadow.Subscriptions(),
-		OnMessage:      a.shadow.HandleMessage,
-		OnSubscribed:   a.shadow.Connected,
+		Subscriptions:  a.subscriptions(),
+		OnMessage:      a.onMessage,
+		OnSubscribed:   a.onSubscribed,
 	}, sp)
 	if err != nil {
 		return err
@@ -347,6 +412,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.collector.Run(gctx)
 	})
 	g.Go(func() error { return a.shadow.Run(gctx) })
+	g.Go(func() error { return a.jobs.Run(gctx) })
 	if ln != nil {
 		srv := &http.Server{
 			Handler:           a.Handler(),
@@ -368,6 +434,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	err = g.Wait()
+	if cause := context.Cause(ctx); err == nil && errors.Is(cause, slots.ErrRestart) {
+		err = cause
+	}
 	s := a.Stats()
 	a.log.Info("agent stopped", "points_collected", s.PointsCollected, "points_acked", s.PointsAcked,
 		"spool_points", s.SpoolPoints, "spool_dropped", s.SpoolDropped, "err", err)

@@ -175,7 +175,13 @@ func upload(ctx context.Context, t target, path string, q url.Values, body io.Re
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "outpost/"+Version)
 	req.Header.Set("Authorization", "Bearer "+t.token)
-	resp, err := (&http.Client{}).Do(req)
+	// The hub checks the name, version and credentials before it reads the
+	// body: with 100-continue a refusal arrives as an answer instead of a
+	// connection reset halfway through a large upload.
+	req.Header.Set("Expect", "100-continue")
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ExpectContinueTimeout = 10 * time.Second
+	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, 0, ctxErr

@@ -49,6 +49,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newKeysCmd(g),
 		newArtifactsCmd(g),
 		newSimCmd(g),
+		newRolloutsCmd(g),
 	)
 	return root
 }

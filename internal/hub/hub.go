@@ -19,7 +19,9 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
+	"github.com/outpost-edge/outpost/internal/hub/jobs"
 	"github.com/outpost-edge/outpost/internal/hub/ota"
+	"github.com/outpost-edge/outpost/internal/hub/rollouts"
 	"github.com/outpost-edge/outpost/internal/hub/shadow"
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
@@ -37,22 +39,29 @@ const AdminUser = "admin"
 // admin password.
 const AdminPasswordFileName = "admin-password"
 
-// shadowSubscriptionID identifies the hub's inline subscription to the
-// shadow topics in the embedded broker.
-const shadowSubscriptionID = 1
+// Ids of the hub's inline subscriptions in the embedded broker.
+const (
+	shadowSubscriptionID = 1
+	jobsSubscriptionID   = 2
+)
+
+// rolloutInterval is how often running rollouts are advanced.
+const rolloutInterval = 2 * time.Second
 
 // Hub is a running hub's parts. Create it with New, run it with Run.
 type Hub struct {
-	cfg     Config
-	logger  *slog.Logger
-	store   *sqlite.Store
-	broker  *broker.Broker
-	ingest  *ingest.Service
-	devices *device.Service
-	shadows *shadow.Service
-	ota     *ota.Service
-	httpLn  net.Listener
-	httpSrv *http.Server
+	cfg      Config
+	logger   *slog.Logger
+	store    *sqlite.Store
+	broker   *broker.Broker
+	ingest   *ingest.Service
+	devices  *device.Service
+	shadows  *shadow.Service
+	ota      *ota.Service
+	jobs     *jobs.Service
+	rollouts *rollouts.Service
+	httpLn   net.Listener
+	httpSrv  *http.Server
 
 	// adminPassword is set when this start generated the password.
 	adminPassword string
@@ -118,12 +127,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, fmt.Errorf("opening the OTA repository: %w", err)
 	}
 
+	h.jobs = jobs.NewService(h.store, h.broker, logger, jobs.Options{Registerer: reg})
+	if err := h.broker.Subscribe(protocol.JobsFilter, jobsSubscriptionID, func(topic string, payload []byte) {
+		h.jobs.HandleMQTT(h.ctx, topic, payload)
+	}); err != nil {
+		return nil, fmt.Errorf("subscribing to jobs topics: %w", err)
+	}
+	h.rollouts = rollouts.NewService(rollouts.NewDocumentStore(h.store), rolloutJobs{h.jobs}, rolloutDevices{h.devices},
+		rolloutArtifacts{h.ota}, logger)
+
 	_, mqttPort, err := net.SplitHostPort(h.broker.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("parsing MQTT address: %w", err)
 	}
 	handler := httpapi.New(httpapi.Options{
-		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows, OTA: h.ota,
+		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows, OTA: h.ota, Rollouts: h.rollouts,
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
@@ -233,6 +251,11 @@ func (h *Hub) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.broker.Run(gctx) })
 	g.Go(func() error { return h.ota.Run(gctx) })
+	g.Go(func() error { return h.jobs.Run(gctx) })
+	g.Go(func() error {
+		h.rollouts.Run(gctx, rolloutInterval)
+		return nil
+	})
 	g.Go(func() error {
 		if err := h.httpSrv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving HTTP: %w", err)

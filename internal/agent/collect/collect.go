@@ -274,6 +274,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		wg.Go(func() { c.runInput(ctx, in) })
 	}
 	wg.Wait()
+	// Without sources there is nothing to wait for, but the agent's later
+	// stages (uplink, spool) stop when Run returns: run until told to stop.
+	<-ctx.Done()
 	return nil
 }
 

@@ -184,3 +184,25 @@ func collectWithin(t *testing.T, s Source, timeout time.Duration) ([]string, err
 	pts, err := s.Collect(ctx, time.Now())
 	return describePoints(pts), err
 }
+
+// TestRunWithoutSourcesWaits: an agent without sources still runs (for
+// its shadow and its jobs); Run must not return before it is stopped,
+// since the agent stops its uplink when Run returns.
+func TestRunWithoutSourcesWaits(t *testing.T) {
+	c, err := New(nil, &recordingSink{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Run without sources returned at once: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}

@@ -48,6 +48,8 @@ type Config struct {
 	Collect Collect `yaml:"collect"`
 	// HTTP is the optional local HTTP server for /healthz and /metrics (key http).
 	HTTP HTTP `yaml:"http"`
+	// OTA configures over-the-air updates (key ota).
+	OTA OTA `yaml:"ota,omitempty"`
 }
 
 // MQTT configures the connection to the broker.
@@ -231,6 +233,7 @@ func (c Config) Validate() error {
 	for _, err := range c.Spool.validate() {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.OTA.validate()...)
 
 	if c.HTTP.Listen != "" {
 		if err := checkLoopback(c.HTTP.Listen); err != nil {

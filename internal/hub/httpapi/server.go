@@ -54,6 +54,8 @@ type Options struct {
 	// OTA serves the TUF repository (/tuf/…) and the key and artifact
 	// endpoints; nil: they are not mounted.
 	OTA OTA
+	// Rollouts serves /rollouts; nil: not mounted.
+	Rollouts Rollouts
 	// Ready reports whether the hub can serve (store and broker up).
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics.
@@ -97,6 +99,9 @@ func New(opts Options) http.Handler {
 	}
 	if opts.OTA != nil {
 		a.registerOTARoutes(r, authed)
+	}
+	if opts.Rollouts != nil {
+		a.registerRolloutRoutes(authed)
 	}
 	if opts.Extra != nil {
 		opts.Extra(r)

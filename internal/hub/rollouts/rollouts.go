@@ -181,9 +181,9 @@ type JobSpec struct {
 
 // Execution is one device's job as the jobs service tracks it.
 type Execution struct {
-	Device        string
-	Status        string
-	StatusDetails map[string]string
+	Device        string            `json:"device"`
+	Status        string            `json:"status"`
+	StatusDetails map[string]string `json:"status_details,omitempty"`
 }
 
 // Jobs is what a rollout needs of the jobs service.
@@ -225,6 +225,7 @@ var (
 	ErrNotFound    = errors.New("no such rollout")
 	ErrNoDevices   = errors.New("no device matches the selector")
 	ErrFinal       = errors.New("the rollout has ended")
+	ErrState       = errors.New("the rollout is not in a state for this")
 	ErrInvalid     = errors.New("invalid rollout")
 	ErrNotArtifact = errors.New("artifact not published")
 )
@@ -341,7 +342,7 @@ func (s *Service) List(ctx context.Context) ([]Rollout, error) {
 func (s *Service) Pause(ctx context.Context, id, reason string) (Rollout, error) {
 	return s.change(ctx, id, func(r *Rollout) error {
 		if r.Status != Running {
-			return fmt.Errorf("rollout %s is %s, not running", id, r.Status)
+			return fmt.Errorf("%w: rollout %s is %s, not running", ErrState, id, r.Status)
 		}
 		r.Status, r.Reason = Paused, "paused by operator"
 		if reason != "" {
@@ -356,7 +357,7 @@ func (s *Service) Pause(ctx context.Context, id, reason string) (Rollout, error)
 func (s *Service) Resume(ctx context.Context, id string) (Rollout, error) {
 	return s.change(ctx, id, func(r *Rollout) error {
 		if r.Status != Paused {
-			return fmt.Errorf("rollout %s is %s, not paused", id, r.Status)
+			return fmt.Errorf("%w: rollout %s is %s, not paused", ErrState, id, r.Status)
 		}
 		if r.Accepted == nil {
 			r.Accepted = map[int]bool{}
