@@ -25,7 +25,9 @@ func newSimCmd(g *globals) *cobra.Command {
 with its own credentials and connects each over its own MQTT connection. Every device
 publishes compact protobuf telemetry (simulated temperature, humidity and vibration) at
 --rate points per second and answers its device shadow like an agent: each delta it
-receives is reported back as applied.
+receives is reported back as applied. Devices also take the jobs the hub sends them
+(AWS IoT Jobs layout, e.g. from "outpost rollouts create"): IN_PROGRESS, then after
+--job-duration SUCCEEDED, or FAILED for the --job-fail-fraction of devices chosen to fail.
 
 With --probes it measures the shadow round trip: the desired state of a device is set
 through the REST API and the clock stops when the device sees the hub accept its report
@@ -40,7 +42,8 @@ not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TO
 		Example: `  outpost sim --devices 100 --rate 10 --duration 1m
   outpost sim --devices 1000 --rate 0 --probes 2000 --probe-concurrency 10
   outpost sim --devices 10000 --connect-rate 1000 --probes 5000 --cleanup -o json
-  outpost sim --hub http://hub.example:8080 --mqtt mqtt://hub.example:1883 --devices 50`,
+  outpost sim --hub http://hub.example:8080 --mqtt mqtt://hub.example:1883 --devices 50
+  outpost sim --devices 1000 --rate 0 --job-fail-fraction 0.02 --duration 10m   # a fleet for a rollout`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(g.stderr, logLevel)
@@ -98,6 +101,8 @@ not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TO
 	f.DurationVar(&o.ProbeTimeout, "probe-timeout", 10*time.Second, "a round trip slower than this counts as failed")
 	f.DurationVar(&o.Duration, "duration", 0, "run this long after connecting (and probing); default: until interrupted, or stop after the probes")
 	f.BoolVar(&o.Cleanup, "cleanup", false, "remove the simulated devices from the hub at the end")
+	f.DurationVar(&o.JobDuration, "job-duration", 100*time.Millisecond, "how long a device takes over a job (e.g. a rollout's) before it reports the outcome")
+	f.Float64Var(&o.JobFailFraction, "job-fail-fraction", 0, "share of the devices (0 to 1, the same ones every run) that fail every job")
 	f.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -109,6 +114,9 @@ func printSimResult(g *globals, r *sim.Result) {
 	t := r.Telemetry
 	fmt.Fprintf(w, "telemetry   %d points sent, %d acknowledged, %d failed in %s (%.0f points/s)\n",
 		t.Sent, t.Acked, t.Failed, roundElapsed(t.Elapsed), t.PointsPerSecond())
+	if j := r.Jobs; j.Succeeded+j.Failed > 0 {
+		fmt.Fprintf(w, "jobs        %d succeeded, %d failed\n", j.Succeeded, j.Failed)
+	}
 	if s := r.Shadow; s != nil {
 		fmt.Fprintf(w, "shadow      %d round trips: %d ok, %d failed\n", s.Probes, s.OK, s.Failed)
 		if s.OK > 0 {

@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/sim"
+	"github.com/outpost-edge/outpost/internal/testutil"
 )
 
 func runSim(t *testing.T, args ...string) (*sim.Result, string) {
@@ -198,5 +201,86 @@ func TestSimDuration(t *testing.T) {
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("a 300ms run took %s", d)
+	}
+}
+
+// TestRolloutWithSimulatedFleet rolls an artifact out to 21 simulated
+// devices over real MQTT connections; a third of the devices fail from
+// wave 2 on, so the rollout pauses in wave 2 and names the count; abort
+// ends it without starting wave 3.
+func TestRolloutWithSimulatedFleet(t *testing.T) {
+	h := startRealHubFull(t)
+	dir := t.TempDir()
+	mustRun(t, "keys", "init", "--root-key", filepath.Join(dir, "root.key"))
+	mustRun(t, "artifacts", "publish", writeTemp(t, dir, "model v2"), "--name", "model", "--version", "2.0.0", "--type", "file", "--platform", "any")
+
+	fails := func(dev, job string) bool { return !strings.HasSuffix(job, "-w1") && sim.FailsJobs(dev, 0.34) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := sim.Run(ctx, restSimHub{newClient(h.HTTPURL(), h.Token)}, sim.Options{
+			HubURL: h.HTTPURL(), Devices: 21, JobDuration: 10 * time.Millisecond, FailJob: fails, Cleanup: true,
+		})
+		done <- err
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sim: %v", err)
+		}
+	}()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var list struct{ Devices []struct{ Online bool } }
+		if err := json.Unmarshal([]byte(mustRun(t, "devices", "ls", "-o", "json")), &list); err != nil {
+			return err
+		}
+		online := 0
+		for _, d := range list.Devices {
+			if d.Online {
+				online++
+			}
+		}
+		if online != 21 {
+			return fmt.Errorf("%d of 21 devices online", online)
+		}
+		return nil
+	})
+
+	mustRun(t, "rollouts", "create", "--artifact", "model@2.0.0", "--waves", "1,50%,100%", "--soak", "0s", "--id", "model-2")
+	var r struct {
+		Status, Reason string
+		WaveStates     []struct {
+			Started    bool
+			Executions []struct{ Device, Status string }
+		} `json:"wave_states"`
+	}
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if err := json.Unmarshal([]byte(mustRun(t, "rollouts", "show", "model-2", "-o", "json")), &r); err != nil {
+			return err
+		}
+		if r.Status != "paused" {
+			return fmt.Errorf("rollout %s (%s)", r.Status, r.Reason)
+		}
+		return nil
+	})
+	if len(r.WaveStates) != 3 || r.WaveStates[0].Executions[0].Status != "SUCCEEDED" || r.WaveStates[2].Started {
+		t.Fatalf("waves %+v; want wave 1 succeeded and wave 3 not started", r.WaveStates)
+	}
+	wantFailed := 0
+	for _, e := range r.WaveStates[1].Executions {
+		if fails(e.Device, "model-2-w2") {
+			wantFailed++
+		}
+	}
+	if wantFailed == 0 || !strings.Contains(r.Reason, fmt.Sprintf("wave 2: %d of 10 devices failed", wantFailed)) {
+		t.Errorf("pause reason %q; want wave 2 with %d failed of 10", r.Reason, wantFailed)
+	}
+	out := mustRun(t, "rollouts", "show", "model-2", "--devices")
+	if !strings.Contains(out, "simulated_failure") || !strings.Contains(out, "paused") {
+		t.Errorf("rollouts show --devices:\n%s", out)
+	}
+	out = mustRun(t, "rollouts", "abort", "model-2", "--reason", "bad build")
+	if !strings.Contains(out, "aborted") {
+		t.Errorf("abort printed %q", out)
 	}
 }

@@ -49,6 +49,7 @@ type device struct {
 
 	mu      sync.Mutex
 	waiters map[string]chan struct{} // clientToken of a probe → closed when accepted
+	jobs    map[string]bool          // jobs this device has taken up (running or ended)
 }
 
 type sensor struct {
@@ -68,6 +69,7 @@ func newDevice(f *fleet, index int, id, user, password, rawURL string) (*device,
 		f: f, id: id, user: user, password: password, url: u,
 		ready:   make(chan struct{}),
 		waiters: make(map[string]chan struct{}),
+		jobs:    make(map[string]bool),
 		seq:     uint64(time.Now().UnixMicro()) + uint64(index), // distinct per device, above earlier runs
 	}
 	for _, kind := range []string{collect.SimTemperature, collect.SimHumidity, collect.SimVibration} {
@@ -155,6 +157,8 @@ func (d *device) setUp(cm *autopaho.ConnectionManager) {
 		{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpUpdate, protocol.ShadowDelta), QoS: 1},
 		{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpUpdate, protocol.ShadowAccepted), QoS: 1},
 		{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpGet, protocol.ShadowAccepted), QoS: 1},
+		{Topic: protocol.JobsNotifyNextTopic(d.id), QoS: 1},
+		{Topic: protocol.JobsTopic(d.id, protocol.JobsNext, protocol.JobsOpGet, protocol.JobsAccepted), QoS: 1},
 	}
 	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	if err != nil {
@@ -179,6 +183,9 @@ func (d *device) setUp(cm *autopaho.ConnectionManager) {
 	if _, err := cm.Publish(ctx, &paho.Publish{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpGet, ""), QoS: 1, Payload: get}); err != nil {
 		d.f.o.Logger.Debug("asking for the shadow failed", "device", d.id, "err", err)
 	}
+	if _, err := cm.Publish(ctx, &paho.Publish{Topic: protocol.JobsTopic(d.id, protocol.JobsNext, protocol.JobsOpGet, ""), QoS: 1, Payload: get}); err != nil {
+		d.f.o.Logger.Debug("asking for the next job failed", "device", d.id, "err", err)
+	}
 	d.readyOnce.Do(func() { close(d.ready) })
 }
 
@@ -188,6 +195,15 @@ func (d *device) setUp(cm *autopaho.ConnectionManager) {
 func (d *device) onPublish(pr paho.PublishReceived) (bool, error) {
 	if pr.Packet == nil {
 		return false, nil
+	}
+	if jp, err := protocol.ParseJobsTopic(pr.Packet.Topic); err == nil {
+		if jp.Op == protocol.JobsOpNotifyNext || (jp.Op == protocol.JobsOpGet && jp.Suffix == protocol.JobsAccepted) {
+			var m protocol.JobsExecutionResponse // notify-next has the same execution field
+			if json.Unmarshal(pr.Packet.Payload, &m) == nil && m.Execution != nil {
+				d.takeJob(*m.Execution)
+			}
+		}
+		return true, nil
 	}
 	p, err := protocol.ParseShadowTopic(pr.Packet.Topic)
 	if err != nil || p.Name != "" {
@@ -338,4 +354,52 @@ func (d *device) publishPoints(ctx context.Context, now time.Time, n int) {
 		return
 	}
 	count(&d.f.acked)
+}
+
+// takeJob runs a pending execution once: IN_PROGRESS, JobDuration later
+// SUCCEEDED or, for a device chosen to fail, FAILED.
+func (d *device) takeJob(e protocol.JobExecution) {
+	if e.Status != protocol.JobQueued && e.Status != protocol.JobInProgress {
+		return
+	}
+	d.mu.Lock()
+	taken := d.jobs[e.JobID]
+	d.jobs[e.JobID] = true
+	d.mu.Unlock()
+	if taken {
+		return
+	}
+	go func() {
+		d.updateJob(e.JobID, protocol.JobInProgress, map[string]string{"stage": "downloading", "progress": "0"})
+		time.Sleep(d.f.o.JobDuration)
+		fail := d.f.o.FailJob(d.id, e.JobID)
+		status, details, counter := protocol.JobSucceeded, map[string]string{"stage": "committed"}, &d.f.jobsOK
+		if fail {
+			status, details, counter = protocol.JobFailed, map[string]string{"stage": "installing", "reason": "simulated_failure"}, &d.f.jobsFailed
+		}
+		if d.updateJob(e.JobID, status, details) {
+			counter.Add(1)
+			return
+		}
+		// Not delivered: the next notify-next (after a reconnect) offers
+		// the job again.
+		d.mu.Lock()
+		delete(d.jobs, e.JobID)
+		d.mu.Unlock()
+	}()
+}
+
+// updateJob publishes a job update; it reports whether the broker took it.
+func (d *device) updateJob(jobID string, status protocol.JobStatus, details map[string]string) bool {
+	payload, err := json.Marshal(protocol.JobsUpdateRequest{Status: status, StatusDetails: details})
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if _, err := d.cm.Publish(ctx, &paho.Publish{Topic: protocol.JobsTopic(d.id, jobID, protocol.JobsOpUpdate, ""), QoS: 1, Payload: payload}); err != nil {
+		d.f.o.Logger.Debug("updating a job failed", "device", d.id, "job", jobID, "err", err)
+		return false
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -82,6 +83,15 @@ type Options struct {
 	Duration time.Duration
 	// Cleanup removes the simulated devices from the hub at the end.
 	Cleanup bool
+	// JobDuration is how long a device takes over a job (AWS IoT Jobs
+	// layout: an OTA job of a rollout, say) between IN_PROGRESS and its
+	// outcome; default 100ms.
+	JobDuration time.Duration
+	// JobFailFraction is the share of devices that fail every job (0 to
+	// 1), chosen by a hash of the device id: the same devices on every run.
+	JobFailFraction float64
+	// FailJob, if set, decides instead whether a device fails a job.
+	FailJob func(deviceID, jobID string) bool
 	// Progress, if not nil, receives a line per phase and per second of
 	// long phases.
 	Progress io.Writer
@@ -115,6 +125,13 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.JobDuration == 0 {
+		o.JobDuration = 100 * time.Millisecond
+	}
+	if o.FailJob == nil {
+		frac := o.JobFailFraction
+		o.FailJob = func(id, _ string) bool { return FailsJobs(id, frac) }
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
@@ -193,6 +210,12 @@ func (o Options) Validate() error {
 	if o.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration must not be negative, got %s", o.Duration))
 	}
+	if o.JobDuration < 0 || o.JobDuration > time.Hour {
+		errs = append(errs, fmt.Errorf("job duration must be 0 to 1h, got %s", o.JobDuration))
+	}
+	if o.JobFailFraction < 0 || o.JobFailFraction > 1 {
+		errs = append(errs, fmt.Errorf("job failure fraction must be 0 to 1, got %g", o.JobFailFraction))
+	}
 	if _, ok := o.Labels["simulated"]; ok {
 		errs = append(errs, errors.New(`label "simulated" is set by the simulator (simulated=true)`))
 	}
@@ -214,6 +237,25 @@ type Result struct {
 	Telemetry Telemetry `json:"telemetry"`
 	// Shadow is the round-trip measurement, if probes were asked for.
 	Shadow *Latency `json:"shadow,omitempty"`
+	// Jobs counts the jobs the devices ended.
+	Jobs JobCounts `json:"jobs"`
+}
+
+// JobCounts counts jobs by outcome.
+type JobCounts struct {
+	Succeeded uint64 `json:"succeeded"`
+	Failed    uint64 `json:"failed"`
+}
+
+// FailsJobs reports whether device id is among the fraction of devices
+// that fail their jobs: a hash of the id, so the same devices every run.
+func FailsJobs(id string, fraction float64) bool {
+	if fraction <= 0 {
+		return false
+	}
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return float64(h.Sum64()%10000) < fraction*10000
 }
 
 // Telemetry counts the points the fleet published.
@@ -298,6 +340,7 @@ func Run(ctx context.Context, hub Hub, o Options) (*Result, error) {
 			res.Reconnects += uint64(n - 1)
 		}
 	}
+	res.Jobs = JobCounts{Succeeded: f.jobsOK.Load(), Failed: f.jobsFailed.Load()}
 	stop()
 	f.close()
 	if o.Cleanup {
@@ -319,6 +362,7 @@ type fleet struct {
 	// counting gates the telemetry counters to the measured window.
 	counting            atomic.Bool
 	sent, acked, failed atomic.Uint64
+	jobsOK, jobsFailed  atomic.Uint64
 	closeOnce           sync.Once
 	wg                  sync.WaitGroup
 }
