@@ -220,11 +220,17 @@ func (h fileHandler) Run(ctx context.Context, job jobs.Job, progress func(string
 	if err != nil {
 		return nil, err
 	}
-	if v, _ := c.InstalledVersion(d.Artifact.Name); v == d.Artifact.Version && job.Resumed {
-		// Installed before the restart; only the report was missing.
-		return map[string]string{"stage": "committed", "message": "installed before the restart"}, nil
-	}
 	installed, _ := c.InstalledVersion(d.Artifact.Name)
+	if installed == d.Artifact.Version {
+		if job.Resumed {
+			// Installed before the restart; only the report was missing.
+			return map[string]string{"stage": "committed", "message": "installed before the restart"}, nil
+		}
+		// Sent again (a second rollout of the same version): install it
+		// again, which also repairs a file changed on the device. Only
+		// this exact version is looked up, so no older one can come in.
+		d.AllowDowngrade = true
+	}
 	path, _, stats, err := h.a.fetch(ctx, d, installed, dest.Path, progress)
 	if err != nil {
 		return nil, err
@@ -262,13 +268,16 @@ func (h agentHandler) Run(ctx context.Context, job jobs.Job, progress func(strin
 	}
 	if job.Resumed {
 		if res, done := trialOutcome(st, job.ID); done {
+			if res.err != nil {
+				progress("rolled_back", 100)
+			}
 			return res.details, res.err
 		}
 		if st.Trial != nil && st.Trial.JobID == job.ID {
 			// This process is the trial (or will be after the restart):
 			// wait for the commit; a rollback ends this process.
 			progress("restarting", 100)
-			return h.awaitCommit(ctx, job.ID)
+			return h.awaitCommit(ctx, job.ID, progress)
 		}
 	}
 	if d.Artifact.Version == a.opts.Version && !d.AllowDowngrade {
@@ -317,13 +326,16 @@ func trialOutcome(st slots.State, jobID string) (outcome, bool) {
 }
 
 // awaitCommit waits until the trial of jobID has an outcome.
-func (h agentHandler) awaitCommit(ctx context.Context, jobID string) (map[string]string, error) {
+func (h agentHandler) awaitCommit(ctx context.Context, jobID string, progress func(string, int)) (map[string]string, error) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st, err := slots.Status(h.a.opts.DataDir)
 		if err == nil {
 			if res, done := trialOutcome(st, jobID); done {
+				if res.err != nil {
+					progress("rolled_back", 100)
+				}
 				return res.details, res.err
 			}
 		}

@@ -127,8 +127,9 @@ The full artifact is always published too.`,
 				return fmt.Errorf("publishing %s: %w", sp.TargetPath(), err)
 			}
 			var resp struct {
-				Artifact artifact  `json:"artifact"`
-				Delta    *artifact `json:"delta"`
+				Artifact     artifact  `json:"artifact"`
+				Delta        *artifact `json:"delta"`
+				DeltaSkipped string    `json:"delta_skipped"`
 			}
 			if err := json.Unmarshal(raw, &resp); err != nil {
 				return fmt.Errorf("decoding the hub's answer: %w", err)
@@ -147,6 +148,9 @@ The full artifact is always published too.`,
 				fields = append(fields,
 					[2]string{"delta", fmt.Sprintf("%s (%d bytes)", d.Path, d.Length)},
 					[2]string{"delta saving", fmt.Sprintf("%.1f%% of the full download (%d of %d bytes), %.1f%% saved", d.DeltaPercent, d.Length, d.FullLength, 100-d.DeltaPercent)})
+			}
+			if resp.DeltaSkipped != "" {
+				fields = append(fields, [2]string{"delta", "none (" + resp.DeltaSkipped + "); devices download the full artifact"})
 			}
 			return writeFields(g.stdout, fields)
 		},

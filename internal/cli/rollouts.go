@@ -272,14 +272,14 @@ func (g *globals) printRollout(r *rolloutJSON, devices bool) error {
 		case w.Started:
 			state = "done"
 		}
-		size := ""
-		if i < len(r.Waves) {
-			size = r.Waves[i]
+		upTo := ""
+		if i < len(r.WaveBounds) {
+			upTo = fmt.Sprintf("%d of %d", r.WaveBounds[i], r.Devices)
 		}
-		rows = append(rows, []string{fmt.Sprint(w.Wave), size, fmt.Sprint(w.Counts.Devices), state,
+		rows = append(rows, []string{fmt.Sprint(w.Wave), upTo, fmt.Sprint(w.Counts.Devices), state,
 			fmt.Sprint(w.Counts.Succeeded), fmt.Sprint(w.Counts.Failed), fmt.Sprint(w.Counts.Pending), fmt.Sprint(w.Counts.Canceled)})
 	}
-	if err := writeTable(g.stdout, []string{"WAVE", "SIZE", "DEVICES", "STATE", "SUCCEEDED", "FAILED", "PENDING", "CANCELED"}, rows); err != nil {
+	if err := writeTable(g.stdout, []string{"WAVE", "UP TO", "DEVICES", "STATE", "SUCCEEDED", "FAILED", "PENDING", "CANCELED"}, rows); err != nil {
 		return err
 	}
 	if !devices {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,8 +275,8 @@ func TestOTAAgentSelfUpdate(t *testing.T) {
 	h.cli(t, "rollouts", "create", "--artifact", "outpost-agent@3.0.0", "--waves", "100%", "--soak", "0s", "--id", "agent-3")
 	r = h.waitRollout(t, "agent-3", "paused", 120*time.Second)
 	e := r.WaveStates[0].Executions[0]
-	if e.Status != "FAILED" || e.StatusDetails["reason"] != "crash_loop" {
-		t.Errorf("job: %s %v, want FAILED with reason crash_loop", e.Status, e.StatusDetails)
+	if e.Status != "FAILED" || e.StatusDetails["reason"] != "crash_loop" || e.StatusDetails["stage"] != "rolled_back" {
+		t.Errorf("job: %s %v, want FAILED at stage rolled_back with reason crash_loop", e.Status, e.StatusDetails)
 	}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if v := h.agentVersion(t, "gw-1"); v != "2.0.0" {
@@ -285,4 +287,62 @@ func TestOTAAgentSelfUpdate(t *testing.T) {
 	if n := strings.Count(s.output(), "crashing at start"); n != 3 {
 		t.Errorf("the broken build started %d times, want 3", n)
 	}
+}
+
+// TestOTADownloadKilledResumes kills the agent with SIGKILL in the middle
+// of a slow artifact download; the next start resumes the download from
+// its checkpoint (re-fetching less than 10 % of the file), installs it,
+// and the job ends SUCCEEDED.
+func TestOTADownloadKilledResumes(t *testing.T) {
+	h := startHub(t)
+	h.initKeys(t)
+	proxy := startProxy(t, strings.TrimPrefix(h.url, "http://"))
+	dest := filepath.Join(t.TempDir(), "model.bin")
+	a := h.joinAgent(t, "cam-9", map[string]any{
+		"sources": []any{},
+		"hub_url": "http://" + proxy.Listen,
+		"ota":     map[string]any{"files": map[string]any{"model": map[string]any{"path": dest}}},
+	})
+	const size = 3 << 20
+	blob := make([]byte, size)
+	_, _ = rand.Read(blob)
+	f := filepath.Join(t.TempDir(), "model.bin")
+	if err := os.WriteFile(f, blob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cli(t, "artifacts", "publish", f, "--name", "model", "--version", "1.0.0", "--type", "file", "--platform", "any")
+	// 512 KB/s from the hub to the agent: about 6 s for the file.
+	addToxic(t, proxy, `{"name":"slow","type":"bandwidth","stream":"downstream","attributes":{"rate":512}}`)
+
+	p := a.start(t)
+	h.cli(t, "rollouts", "create", "--artifact", "model@1.0.0", "--waves", "100%", "--soak", "0s", "--id", "model-1")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		r := h.rollout(t, "model-1")
+		if len(r.WaveStates) == 0 || len(r.WaveStates[0].Executions) == 0 {
+			return errors.New("no execution yet")
+		}
+		d := r.WaveStates[0].Executions[0].StatusDetails
+		if pct, _ := strconv.Atoi(d["progress"]); d["stage"] != "downloading" || pct < 30 {
+			return fmt.Errorf("job at %v", d)
+		}
+		return nil
+	})
+	kill(t, p)
+	part, _ := filepath.Glob(filepath.Join(a.dir, "ota", "downloads", "*.part"))
+	if len(part) != 1 {
+		t.Fatalf("checkpoints after the kill: %v, want one .part file", part)
+	}
+	removeToxic(proxy, "slow")(t)
+
+	p = a.start(t)
+	r := h.waitRollout(t, "model-1", "completed", 60*time.Second)
+	d := r.WaveStates[0].Executions[0].StatusDetails
+	refetched, err := strconv.Atoi(d["bytes_refetched"])
+	if err != nil || refetched > size/10 || d["resumes"] != "1" {
+		t.Errorf("job details %v; want one resume and under %d bytes re-fetched", d, size/10)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, blob) {
+		t.Errorf("%s does not hold the artifact", dest)
+	}
+	p.stop(t)
 }

@@ -186,6 +186,15 @@ func (a *api) publishArtifact(c *gin.Context) {
 	} else {
 		art, created, err = a.OTA.Publish(sp, c.Request.Body)
 	}
+	var skipped *ota.DeltaSkippedError
+	if errors.As(err, &skipped) {
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		c.JSON(status, gin.H{"artifact": art, "created": created, "delta": nil, "delta_skipped": skipped.Reason})
+		return
+	}
 	if err != nil {
 		if errors.Is(err, ota.ErrTooLarge) {
 			err = fmt.Errorf("%w (the hub's limit is %d bytes)", err, max)

@@ -42,6 +42,12 @@ type deltaCustom struct {
 // from of the same name and platform as dictionary. That version must be
 // published already (ErrDeltaBase). If the delta target exists it is
 // returned as is. created tells whether the full target is new.
+// DeltaSkippedError says that PublishDelta published the full artifact
+// but no delta, and why.
+type DeltaSkippedError struct{ Reason string }
+
+func (e *DeltaSkippedError) Error() string { return "no delta: " + e.Reason }
+
 func (s *Service) PublishDelta(sp Spec, from string, body io.Reader) (full, delta Artifact, created bool, err error) {
 	sp.Platform = NormalizePlatform(sp.Platform)
 	if err := sp.Validate(); err != nil {
@@ -95,14 +101,19 @@ func (s *Service) PublishDelta(sp Spec, from string, body io.Reader) (full, delt
 	if len(oldData) > otadelta.MaxInput || len(newData) > otadelta.MaxInput {
 		return Artifact{}, Artifact{}, false, fmt.Errorf("%w: deltas are built for artifacts up to %d bytes", ErrTooLarge, otadelta.MaxInput)
 	}
+	// The full artifact is published now: a delta that cannot be built,
+	// or would not save anything, is skipped with the reason, not an error.
 	patch, err := otadelta.Encode(oldData, newData)
 	if err != nil {
-		return Artifact{}, Artifact{}, false, err
+		return full, Artifact{}, created, &DeltaSkippedError{Reason: err.Error()}
 	}
 	// Check the patch once here rather than have every device fall back.
 	var check bytes.Buffer
 	if _, err := otadelta.Decode(bytes.NewReader(patch), oldData, &check, int64(len(newData))); err != nil || !bytes.Equal(check.Bytes(), newData) {
-		return Artifact{}, Artifact{}, false, fmt.Errorf("building delta %s: it does not decode to the artifact (%v)", dpath, err)
+		return full, Artifact{}, created, &DeltaSkippedError{Reason: fmt.Sprintf("the delta does not decode to the artifact (%v)", err)}
+	}
+	if len(patch) >= len(newData) {
+		return full, Artifact{}, created, &DeltaSkippedError{Reason: fmt.Sprintf("the delta (%d bytes) is not smaller than the artifact (%d bytes)", len(patch), len(newData))}
 	}
 
 	var c deltaCustom

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/internal/otadelta"
@@ -130,5 +131,23 @@ func TestPublishDeltaRefused(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(s.dir, "targets", ".upload-*"))
 	if err != nil || len(left) != 0 {
 		t.Errorf("temporary files left: %v %v", left, err)
+	}
+}
+
+// TestPublishDeltaSkipsTinyArtifacts: a delta that would not save anything
+// is skipped with the reason; the full artifact is published.
+func TestPublishDeltaSkipsTinyArtifacts(t *testing.T) {
+	s := initService(t, 0)
+	if _, _, err := s.Publish(Spec{Name: "cfg", Version: "1.0.0", Type: "file", Platform: "any"}, strings.NewReader("tiny v1")); err != nil {
+		t.Fatal(err)
+	}
+	full, delta, created, err := s.PublishDelta(Spec{Name: "cfg", Version: "1.0.1", Type: "file", Platform: "any"}, "1.0.0", strings.NewReader("tiny v2 bytes"))
+	var skipped *DeltaSkippedError
+	if !errors.As(err, &skipped) || !created || full.Path != "cfg/1.0.1/any" || delta.Path != "" {
+		t.Fatalf("PublishDelta = %+v, %+v, %v, %v; want the full artifact and a skipped delta", full, delta, created, err)
+	}
+	arts, err := s.Artifacts("cfg")
+	if err != nil || len(arts) != 2 {
+		t.Errorf("artifacts %+v, %v; want 1.0.0 and 1.0.1, no delta", arts, err)
 	}
 }

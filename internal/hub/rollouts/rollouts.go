@@ -84,6 +84,8 @@ const (
 	DefaultQueuedTimeout     = 24 * time.Hour
 	DefaultInProgressTimeout = 30 * time.Minute
 	MaxWaves                 = 20
+	// MaxWaveDevices is the most devices one wave (one job) may hold.
+	MaxWaveDevices = 10000
 )
 
 // DefaultWaves is the wave plan when none is given.
@@ -269,6 +271,11 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	now := s.now().UTC()
 	r := Rollout{Spec: spec, Status: Running, Devices: waveOrder(spec.ID, ids), CreatedAt: now, UpdatedAt: now}
 	r.Bounds = bounds(spec.Waves, len(ids))
+	for k := range r.Bounds {
+		if n := len(r.WaveDevices(k)); n > MaxWaveDevices {
+			return Rollout{}, fmt.Errorf("%w: wave %d would have %d devices, at most %d: add waves", ErrInvalid, k+1, n, MaxWaveDevices)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.store.CreateRollout(ctx, r); err != nil {
@@ -276,7 +283,8 @@ func (s *Service) Create(ctx context.Context, spec Spec) (Rollout, error) {
 	}
 	s.log.Info("rollout created", "rollout", r.ID, "artifact", spec.Artifact.Name+"@"+spec.Artifact.Version, "devices", len(ids), "waves", len(r.Bounds))
 	if err := s.step(ctx, &r, now); err != nil {
-		return r, err
+		// The rollout is stored; Run retries the step.
+		s.log.Error("starting the rollout's first wave; retrying", "rollout", r.ID, "err", err)
 	}
 	return r, nil
 }
@@ -448,12 +456,14 @@ func (s *Service) Step(ctx context.Context) error {
 
 // WaveCounts tallies a wave's executions.
 type WaveCounts struct {
-	Devices   int            `json:"devices"`
-	Succeeded int            `json:"succeeded"`
-	Failed    int            `json:"failed"` // FAILED, REJECTED, TIMED_OUT
-	Canceled  int            `json:"canceled"`
-	Pending   int            `json:"pending"` // QUEUED, IN_PROGRESS or no execution yet
-	ByStatus  map[string]int `json:"by_status"`
+	Devices   int `json:"devices"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"` // FAILED, REJECTED, TIMED_OUT
+	Canceled  int `json:"canceled"`
+	Pending   int `json:"pending"` // QUEUED or IN_PROGRESS
+	// Removed devices were deleted from the hub: no job, not counted.
+	Removed  int            `json:"removed"`
+	ByStatus map[string]int `json:"by_status"`
 }
 
 func tally(devices []string, execs []Execution) WaveCounts {
@@ -475,7 +485,7 @@ func tally(devices []string, execs []Execution) WaveCounts {
 	}
 	for _, d := range devices {
 		if !seen[d] {
-			c.Pending++
+			c.Removed++
 		}
 	}
 	return c
@@ -494,9 +504,9 @@ func (s *Service) step(ctx context.Context, r *Rollout, now time.Time) error {
 			return err
 		}
 		c := tally(r.WaveDevices(r.Wave), execs)
-		mustSucceed := int(math.Ceil(r.SuccessThreshold*float64(c.Devices) - 1e-9))
+		mustSucceed := int(math.Ceil(r.SuccessThreshold*float64(c.Devices-c.Removed) - 1e-9))
 		switch {
-		case !r.Accepted[r.Wave] && c.Devices-c.Failed-c.Canceled < mustSucceed:
+		case !r.Accepted[r.Wave] && c.Devices-c.Failed-c.Canceled-c.Removed < mustSucceed && c.Devices > c.Removed:
 			r.Status = Paused
 			r.Reason = fmt.Sprintf("wave %d: %d of %d devices failed (%s); %d must succeed for the %s success threshold",
 				r.Wave+1, c.Failed, c.Devices, failedDetail(c), mustSucceed, percent(r.SuccessThreshold))
@@ -551,6 +561,27 @@ func percent(f float64) string {
 }
 
 func (s *Service) startWave(ctx context.Context, r *Rollout) error {
+	// Devices deleted since the rollout was created get no job; the wave
+	// counts them as removed.
+	all, err := s.devices.MatchingIDs(ctx, nil)
+	if err != nil {
+		return err
+	}
+	exists := make(map[string]bool, len(all))
+	for _, id := range all {
+		exists[id] = true
+	}
+	var targets []string
+	for _, d := range r.WaveDevices(r.Wave) {
+		if exists[d] {
+			targets = append(targets, d)
+		}
+	}
+	if len(targets) == 0 {
+		r.WaveStarted = true
+		s.log.Warn("rollout wave has no devices left", "rollout", r.ID, "wave", r.Wave+1)
+		return s.save(ctx, r, s.now().UTC())
+	}
 	doc, err := json.Marshal(map[string]any{
 		"type":     r.Artifact.Type,
 		"artifact": map[string]string{"name": r.Artifact.Name, "version": r.Artifact.Version},
@@ -560,7 +591,7 @@ func (s *Service) startWave(ctx context.Context, r *Rollout) error {
 		return err
 	}
 	err = s.jobs.CreateJob(ctx, JobSpec{
-		ID: r.JobID(r.Wave), Document: doc, Devices: r.WaveDevices(r.Wave),
+		ID: r.JobID(r.Wave), Document: doc, Devices: targets,
 		QueuedTimeout: r.QueuedTimeout, InProgressTimeout: r.InProgressTimeout, Rollout: r.ID,
 	})
 	if err != nil && !errors.Is(err, ErrJobExists) {

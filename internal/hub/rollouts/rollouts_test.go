@@ -370,7 +370,11 @@ func TestRolloutSurvivesRestart(t *testing.T) {
 	if err := f.store.SaveRollout(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
-	f.svc = f.newService(fakeDevices{"x"}) // the device list is fixed at create
+	var ids fakeDevices
+	for i := range 10 {
+		ids = append(ids, fmt.Sprintf("dev-%02d", i))
+	}
+	f.svc = f.newService(ids)
 	f.step(t)
 	f.jobs.finish("r4-w2", succeed)
 	f.step(t)
@@ -476,5 +480,49 @@ func TestDocumentStoreRoundTrip(t *testing.T) {
 	list, err := svc.List(t.Context())
 	if err != nil || len(list) != 1 {
 		t.Errorf("List = %d rollouts, %v", len(list), err)
+	}
+}
+
+// TestRolloutSkipsDeletedDevices: devices deleted after the rollout was
+// created get no job and do not count against the threshold.
+func TestRolloutSkipsDeletedDevices(t *testing.T) {
+	f := newFixture(t, 6)
+	sp := spec("r9")
+	sp.Waves, sp.Soak, sp.SuccessThreshold = []string{"1", "100%"}, 0, 1
+	r, err := f.svc.Create(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := map[string]bool{r.Devices[1]: true, r.Devices[2]: true}
+	var left fakeDevices
+	for _, d := range r.Devices {
+		if !gone[d] {
+			left = append(left, d)
+		}
+	}
+	f.svc = f.newService(left)
+	f.jobs.finish("r9-w1", succeed)
+	f.step(t)
+	if n := len(f.jobs.jobs["r9-w2"].Devices); n != 3 {
+		t.Fatalf("wave 2 job for %d devices, want the 3 left", n)
+	}
+	f.jobs.finish("r9-w2", succeed)
+	f.step(t)
+	r = f.get(t, "r9")
+	if r.Status != Completed {
+		t.Errorf("rollout %s (%s), want completed", r.Status, r.Reason)
+	}
+	waves, err := f.svc.Waves(context.Background(), r)
+	if err != nil || waves[1].Counts.Removed != 2 || waves[1].Counts.Succeeded != 3 {
+		t.Errorf("wave 2 counts %+v, %v; want 2 removed, 3 succeeded", waves[1].Counts, err)
+	}
+}
+
+func TestCreateRefusesHugeWaves(t *testing.T) {
+	f := newFixture(t, MaxWaveDevices+2)
+	sp := spec("r10")
+	sp.Waves = []string{"1", "100%"}
+	if _, err := f.svc.Create(context.Background(), sp); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "add waves") {
+		t.Errorf("a wave of %d devices: %v", MaxWaveDevices+1, err)
 	}
 }
