@@ -346,3 +346,50 @@ func TestOTADownloadKilledResumes(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestOTARolloutSurvivesHubKill kills the hub with SIGKILL while a rollout
+// soaks between its waves; the restarted hub goes on and completes it.
+func TestOTARolloutSurvivesHubKill(t *testing.T) {
+	f := newFixedHub(t)
+	f.initKeys(t)
+	dests := map[string]string{}
+	for _, id := range []string{"cam-1", "cam-2", "cam-3"} {
+		dests[id] = filepath.Join(t.TempDir(), "model.bin")
+		a := f.joinAgent(t, id, map[string]any{
+			"sources": []any{},
+			"mqtt":    map[string]any{"backoff_max": "1s"},
+			"ota":     map[string]any{"files": map[string]any{"model": map[string]any{"path": dests[id]}}},
+		})
+		a.start(t)
+	}
+	blob := make([]byte, 64<<10)
+	_, _ = rand.Read(blob)
+	src := filepath.Join(t.TempDir(), "model.bin")
+	if err := os.WriteFile(src, blob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.cli(t, "artifacts", "publish", src, "--name", "model", "--version", "1.0.0", "--type", "file", "--platform", "any")
+	f.cli(t, "rollouts", "create", "--artifact", "model@1.0.0", "--waves", "1,100%", "--soak", "4s", "--id", "model-1")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		r := f.rollout(t, "model-1")
+		if len(r.WaveStates) != 2 || len(r.WaveStates[0].Executions) != 1 || r.WaveStates[0].Executions[0].Status != "SUCCEEDED" {
+			return fmt.Errorf("wave 1 not done: %+v", r.WaveStates)
+		}
+		return nil
+	})
+	f.kill(t) // during the soak of wave 1
+	f.restart(t)
+	r := f.waitRollout(t, "model-1", "completed", 90*time.Second)
+	for _, w := range r.WaveStates {
+		for _, e := range w.Executions {
+			if e.Status != "SUCCEEDED" {
+				t.Errorf("%s: %s %v", e.Device, e.Status, e.StatusDetails)
+			}
+		}
+	}
+	for id, dest := range dests {
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, blob) {
+			t.Errorf("%s: %s does not hold the artifact", id, dest)
+		}
+	}
+}
