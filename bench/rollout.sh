@@ -13,27 +13,14 @@ set -eu
 cd "$(dirname "$0")/.."
 devices=${1:-1000}
 
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-work=$(mktemp -d)
-trap 'kill "$sim" "$hub" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-sim=
-go build -o "$work/outpost" ./cmd/outpost
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-http=127.0.0.1:$(port)
-mqtt=127.0.0.1:$(port)
-"$work/outpost" hub --data "$work/hub" --http "$http" --mqtt "$mqtt" --log-level warn 2>"$work/hub.log" &
-hub=$!
-for _ in $(seq 50); do [ -s "$work/hub/admin-password" ] && break; sleep 0.1; done
-export OUTPOST_CONFIG_DIR="$work/cfg"
-o="$work/outpost"
-$o login --hub "http://$http" --user admin --password-stdin <"$work/hub/admin-password" >/dev/null
+. bench/hub-lib.sh
 $o keys init --root-key "$work/root.key" >/dev/null
 head -c 65536 /dev/urandom >"$work/model.bin"
 $o artifacts publish "$work/model.bin" --name model --version 1.0.0 --type file --platform any >/dev/null
 
 $o sim --devices "$devices" --rate 0 --connect-rate 1000 --job-duration 100ms --duration 30m 2>"$work/sim.log" >/dev/null &
 sim=$!
+extra_pids=$sim
 until grep -q "^connected $devices/$devices devices" "$work/sim.log"; do
 	kill -0 "$sim" 2>/dev/null || { tail -5 "$work/sim.log"; exit 1; }
 	sleep 0.5

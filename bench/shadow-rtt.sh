@@ -17,24 +17,13 @@ probes=${2:-2000}
 conc=${3:-1}
 rate=${RATE:-0}
 
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-work=$(mktemp -d)
-trap 'kill "$hub" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-go build -o "$work/outpost" ./cmd/outpost
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-http=127.0.0.1:$(port)
-mqtt=127.0.0.1:$(port)
-"$work/outpost" hub --data "$work/hub" --http "$http" --mqtt "$mqtt" --log-level warn 2>"$work/hub.log" &
-hub=$!
-for _ in $(seq 50); do [ -s "$work/hub/admin-password" ] && break; sleep 0.1; done
-export OUTPOST_CONFIG_DIR="$work/cfg"
-"$work/outpost" login --hub "http://$http" --user admin --password-stdin <"$work/hub/admin-password" >/dev/null
+. bench/hub-lib.sh
 rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$hub/status")
 
-"$work/outpost" sim --devices "$devices" --rate "$rate" --probes "$probes" --probe-concurrency "$conc" \
+"$o" sim --devices "$devices" --rate "$rate" --probes "$probes" --probe-concurrency "$conc" \
 	--connect-rate 1000 --duration 10s >"$work/sim.out" 2>"$work/sim.log" &
 sim=$!
+extra_pids=$sim
 # Sample the hub's RSS while the fleet is connected.
 rss_fleet=0
 while kill -0 "$sim" 2>/dev/null; do

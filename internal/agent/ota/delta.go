@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/otadelta"
 )
 
@@ -202,7 +203,7 @@ func (c *Client) applyDelta(dpath, installedPath string, full *Target) (final, r
 		return "", FallbackIO, fmt.Errorf("renaming patch output: %w", err)
 	}
 	ok = true
-	if err := syncDir(c.dlDir); err != nil {
+	if err := atomicfile.SyncDir(c.dlDir); err != nil {
 		return "", FallbackIO, fmt.Errorf("syncing %s: %w", c.dlDir, err)
 	}
 	return final, "", nil

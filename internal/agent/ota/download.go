@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -128,7 +129,7 @@ func (c *Client) Download(ctx context.Context, t *Target, progress func(done, to
 	if err := os.Rename(part, final); err != nil {
 		return "", stats, newErr(ReasonIO, "renaming download: %w", err)
 	}
-	if err := syncDir(c.dlDir); err != nil {
+	if err := atomicfile.SyncDir(c.dlDir); err != nil {
 		return "", stats, newErr(ReasonIO, "syncing %s: %w", c.dlDir, err)
 	}
 	log.Info("download verified", "bytes", stats.BytesFetched, "resumes", stats.Resumes, "refetched", stats.BytesRefetched)
@@ -334,17 +335,4 @@ func checkContentRange(h string, off, length int64) error {
 		}
 	}
 	return nil
-}
-
-// syncDir fsyncs a directory so a rename in it survives a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 )
 
 // Limits of the file install handler.
@@ -85,7 +87,7 @@ func replaceFile(src, dest string, mode os.FileMode) (err error) {
 	if err := os.Rename(tmp.Name(), dest); err != nil {
 		return newErr(ReasonIO, "installing %s: rename: %w", dest, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		// The rename happened; only its durability is in doubt.
 		return newErr(ReasonIO, "installing %s: syncing directory: %w", dest, err)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 )
 
 // DefaultVerifyTimeout bounds `<binary> version` during Stage.
@@ -96,7 +98,7 @@ func Stage(ctx context.Context, dataDir, binary, version string, opts StageOptio
 		return &Error{ReasonIO, fmt.Errorf("installing into slot %s: %w", slot, err)}
 	}
 	keep = true
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return &Error{ReasonIO, err}
 	}
 	s.Trial = &Trial{Slot: slot, Version: version, JobID: opts.JobID, WindowMS: opts.Window.Milliseconds()}
