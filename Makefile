@@ -16,8 +16,9 @@ build: ## build bin/outpost and the static bin/outpost-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./cmd/outpost
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost-agent ./cmd/outpost-agent
 
-test: ## run the whole test suite (race detector on)
+test: ## run the whole test suite (race detector on), and the agent's CoAP transport (build tag coap)
 	$(GO) test $(RACE) -count=1 -timeout 20m $(TESTFLAGS) ./...
+	$(GO) test $(RACE) -count=1 -tags coap $(TESTFLAGS) ./internal/agent/ota/
 
 demo: build ## run a hub with 3 simulated devices on the embedded defaults
 	./bin/outpost demo $(DEMOFLAGS)
@@ -33,6 +34,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags coap ./internal/agent/...
 
 clean: ## remove build output
 	rm -rf bin

@@ -10,3 +10,6 @@ for arch in arm64 amd64; do
 	bytes=$(wc -c <"$out/outpost-agent-$arch")
 	awk -v a="$arch" -v b="$bytes" 'BEGIN { printf "outpost-agent linux/%s, static, stripped: %d bytes (%.2f MiB)\n", a, b, b / 1048576 }'
 done
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags coap -trimpath -ldflags='-s -w' -o "$out/outpost-agent-coap" ./cmd/outpost-agent
+bytes=$(wc -c <"$out/outpost-agent-coap")
+awk -v b="$bytes" 'BEGIN { printf "outpost-agent linux/arm64 with -tags coap: %d bytes (%.2f MiB)\n", b, b / 1048576 }'

@@ -153,6 +153,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.DataDir == "" {
 		errs = append(errs, errors.New("no data directory"))
 	}
+	if cfg.OTA.CoAPURL != "" && !ota.CoAPSupported {
+		errs = append(errs, errors.New("ota.coap_url: this agent was built without CoAP; build it with -tags coap or remove the key"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}

@@ -111,7 +111,7 @@ func (a *Agent) otaClient(ctx context.Context) (*ota.Client, error) {
 		a.log.Warn("trusting the hub's first TUF root on first use; join after `outpost keys init` to get it at join")
 	}
 	c, err := ota.New(ota.Config{
-		HubURL: a.cfg.HubURL, DeviceID: a.cfg.DeviceID, Password: a.cfg.MQTT.Password,
+		HubURL: a.cfg.HubURL, CoAPURL: a.cfg.OTA.CoAPURL, DeviceID: a.cfg.DeviceID, Password: a.cfg.MQTT.Password,
 		DataDir: a.opts.DataDir, TrustedRoot: root, Logger: a.log,
 	})
 	if err != nil {

@@ -46,6 +46,7 @@ listener (--mqtt) with the credentials they get from "outpost-agent join".`,
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (database, generated admin password)")
 	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "REST API listen address")
 	f.StringVar(&cfg.MQTTAddr, "mqtt", cfg.MQTTAddr, "embedded MQTT broker listen address")
+	f.StringVar(&cfg.CoAPAddr, "coap", cfg.CoAPAddr, "UDP listen address of the CoAP transport for OTA metadata and artifacts, e.g. :5683 (default: off)")
 	f.StringVar(&cfg.AdminPasswordFile, "admin-password-file", "", "file holding the admin password (default: generate one on first start)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "hub URL as devices reach it (default: the Host of each request)")
 	f.StringVar(&cfg.MQTTPublicURL, "mqtt-public-url", "", "broker URL as devices reach it (default: the request's host and the --mqtt port)")

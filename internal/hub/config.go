@@ -30,6 +30,9 @@ type Config struct {
 	JoinTokenTTL time.Duration
 	// SessionTTL is how long an API token from `outpost login` stays valid.
 	SessionTTL time.Duration
+	// CoAPAddr is the UDP listen address of the CoAP transport of the TUF
+	// repository (docs/ota.md), e.g. ":5683". Empty: CoAP is off.
+	CoAPAddr string
 	// MaxArtifactBytes bounds an artifact published with `outpost artifacts
 	// publish` (docs/ota.md); larger uploads get 413.
 	MaxArtifactBytes int64

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/hub/auth"
 	"github.com/outpost-edge/outpost/internal/hub/broker"
+	"github.com/outpost-edge/outpost/internal/hub/coapsrv"
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
@@ -62,6 +63,8 @@ type Hub struct {
 	rollouts *rollouts.Service
 	httpLn   net.Listener
 	httpSrv  *http.Server
+	// coap serves the TUF repository over CoAP; nil when CoAPAddr is empty.
+	coap *coapsrv.Server
 
 	// adminPassword is set when this start generated the password.
 	adminPassword string
@@ -151,6 +154,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
 	h.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if cfg.CoAPAddr != "" {
+		if h.coap, err = coapsrv.Listen(coapsrv.Options{Addr: cfg.CoAPAddr, Files: h.ota, Devices: h.devices, Logger: logger}); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -213,6 +221,14 @@ func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
 // HTTPURL is a URL for the REST API reachable from this machine.
 func (h *Hub) HTTPURL() string { return "http://" + loopbackIfUnspecified(h.HTTPAddr()) }
 
+// coapAddr is the bound CoAP address, or "off".
+func (h *Hub) coapAddr() string {
+	if h.coap == nil {
+		return "off"
+	}
+	return h.coap.Addr().String()
+}
+
 // MQTTAddr is the bound MQTT address.
 func (h *Hub) MQTTAddr() string { return h.broker.Addr() }
 
@@ -262,13 +278,16 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if h.coap != nil {
+		g.Go(func() error { return h.coap.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		return h.httpSrv.Shutdown(sctx)
 	})
-	h.logger.Info("hub running", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data", h.cfg.DataDir)
+	h.logger.Info("hub running", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "coap", h.coapAddr(), "data", h.cfg.DataDir)
 	err := g.Wait()
 	stopIngest()
 	if ierr := <-ingestDone; err == nil {
@@ -286,6 +305,9 @@ func (h *Hub) close() {
 		}
 		if h.httpLn != nil {
 			h.httpLn.Close()
+		}
+		if h.coap != nil {
+			h.coap.Close()
 		}
 		if h.store != nil {
 			if err := h.store.Close(); err != nil {

@@ -87,6 +87,11 @@ func TestValidateFields(t *testing.T) {
 		{"too many points", func(c *Config) { c.Telemetry.BatchMaxPoints = 5001 }, "batch_max_points"},
 		{"no sources", func(c *Config) { c.Sources = []Source{} }, ""},
 		{"keepalive too long", func(c *Config) { c.MQTT.KeepAlive = Duration(65536 * time.Second) }, "mqtt.keepalive"},
+		{"coap url", func(c *Config) { c.OTA.CoAPURL = "coap://hub.example.com:5683" }, ""},
+		{"coap url v6", func(c *Config) { c.OTA.CoAPURL = "coap://[fd00::1]:5683/" }, ""},
+		{"coaps url", func(c *Config) { c.OTA.CoAPURL = "coaps://hub.example.com:5684" }, "ota.coap_url"},
+		{"coap url without port", func(c *Config) { c.OTA.CoAPURL = "coap://hub.example.com" }, "ota.coap_url"},
+		{"coap url with path", func(c *Config) { c.OTA.CoAPURL = "coap://hub.example.com:5683/tuf" }, "ota.coap_url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,11 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -18,6 +21,11 @@ type OTA struct {
 	// pass its self-check before it is rolled back (key
 	// ota.commit_window). Default 60s.
 	CommitWindow Duration `yaml:"commit_window,omitempty"`
+	// CoAPURL is the hub's CoAP address, coap://host:port (key
+	// ota.coap_url; the hub's --coap flag). When set, update metadata and
+	// artifacts are fetched over CoAP block-wise transfers instead of
+	// hub_url, for constrained links. Default: empty (HTTP).
+	CoAPURL string `yaml:"coap_url,omitempty"`
 	// Files maps an artifact name to where jobs of type "file" install it
 	// (key ota.files). An artifact not listed here is refused.
 	Files map[string]OTAFile `yaml:"files,omitempty"`
@@ -73,6 +81,11 @@ func (o OTA) validate() []error {
 	if o.CommitWindow != 0 && (o.CommitWindow.D() < 5*time.Second || o.CommitWindow.D() > time.Hour) {
 		errs = append(errs, fmt.Errorf("ota.commit_window: 5s to 1h, got %s", o.CommitWindow))
 	}
+	if o.CoAPURL != "" {
+		if err := validateCoAPURL(o.CoAPURL); err != nil {
+			errs = append(errs, fmt.Errorf("ota.coap_url: %w", err))
+		}
+	}
 	for name, f := range o.Files {
 		key := "ota.files." + name
 		if !artifactNameRE.MatchString(name) {
@@ -89,4 +102,27 @@ func (o OTA) validate() []error {
 		}
 	}
 	return errs
+}
+
+// validateCoAPURL checks that u is coap://host:port with nothing after
+// the address.
+func validateCoAPURL(u string) error {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", u)
+	}
+	if pu.Scheme != "coap" {
+		return fmt.Errorf("%q: want scheme coap:// (DTLS is not supported)", u)
+	}
+	host, port, err := net.SplitHostPort(pu.Host)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q: want coap://host:port", u)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: bad port %q", u, port)
+	}
+	if (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+		return fmt.Errorf("%q: want coap://host:port with no path, query or credentials", u)
+	}
+	return nil
 }

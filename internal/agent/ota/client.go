@@ -8,16 +8,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
@@ -47,8 +50,13 @@ type Config struct {
 	// HubURL is the hub's base URL (https://hub:8443); metadata is read
 	// from HubURL/tuf/metadata/ and targets from HubURL/tuf/targets/.
 	HubURL string
+	// CoAPURL, if set, is the hub's CoAP address (coap://hub:5683): metadata
+	// refreshes and target downloads then use CoAP block-wise transfers
+	// (docs/agent-ota.md) instead of HubURL, for constrained links.
+	CoAPURL string
 	// DeviceID and Password (the device's MQTT password) are sent as HTTP
-	// Basic auth on every request.
+	// Basic auth on every request, or as the CoAP URI-Query options d= and
+	// p= over CoAP.
 	DeviceID string
 	Password string
 	// DataDir is the agent's data directory; this package keeps its state
@@ -91,6 +99,13 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("HubURL is required"))
 	} else if u, err := url.Parse(c.HubURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("HubURL %q is not an http(s) URL", c.HubURL))
+	}
+	if c.CoAPURL != "" {
+		if err := ValidateCoAPURL(c.CoAPURL); err != nil {
+			errs = append(errs, fmt.Errorf("CoAPURL: %w", err))
+		} else if !CoAPSupported {
+			errs = append(errs, errors.New("CoAPURL: this agent was built without CoAP; build it with -tags coap"))
+		}
 	}
 	if c.DeviceID == "" {
 		errs = append(errs, errors.New("DeviceID is required"))
@@ -140,6 +155,30 @@ func (c *Config) setDefaults() {
 		c.HTTPClient = &http.Client{Transport: t}
 	}
 	c.HubURL = strings.TrimRight(c.HubURL, "/")
+	c.CoAPURL = strings.TrimRight(c.CoAPURL, "/")
+}
+
+// ValidateCoAPURL checks that u is coap://host:port with nothing after
+// the address.
+func ValidateCoAPURL(u string) error {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", u, err)
+	}
+	if pu.Scheme != "coap" {
+		return fmt.Errorf("%q: want scheme coap:// (coaps/DTLS is not supported)", u)
+	}
+	host, port, err := net.SplitHostPort(pu.Host)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("%q: want coap://host:port", u)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: bad port %q", u, port)
+	}
+	if (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+		return fmt.Errorf("%q: want coap://host:port with no path, query or credentials", u)
+	}
+	return nil
 }
 
 // Client is the agent's OTA client. Its methods are safe for concurrent
@@ -212,13 +251,18 @@ func (c *Client) Refresh(ctx context.Context) error {
 		return newErr(ReasonIO, "reading trusted root: %w", err)
 	}
 	f := &tufFetcher{ctx: ctx, c: c}
-	ucfg, err := config.New(c.cfg.HubURL+"/tuf/metadata/", root)
+	base := c.cfg.HubURL
+	if c.cfg.CoAPURL != "" {
+		base = c.cfg.CoAPURL
+		f.coap = c.newCoAPFetcher(ctx)
+	}
+	ucfg, err := config.New(base+"/tuf/metadata/", root)
 	if err != nil {
 		return newErr(ReasonInvalid, "configuring TUF updater: %w", err)
 	}
 	ucfg.LocalMetadataDir = c.tufDir
 	ucfg.LocalTargetsDir = c.dlDir
-	ucfg.RemoteTargetsURL = c.cfg.HubURL + "/tuf/targets/"
+	ucfg.RemoteTargetsURL = base + "/tuf/targets/"
 	ucfg.PrefixTargetsWithHash = true
 	ucfg.Fetcher = f
 	up, err := updater.New(ucfg)
@@ -434,6 +478,8 @@ func (c *Client) get(ctx context.Context, u string, hdr http.Header) (*http.Resp
 type tufFetcher struct {
 	ctx context.Context
 	c   *Client
+	// coap, when set, fetches over CoAP instead of HTTP.
+	coap fetcher.Fetcher
 
 	lastRole string
 	lastData []byte
@@ -444,6 +490,14 @@ func (f *tufFetcher) DownloadFile(u string, maxLength int64, _ time.Duration) ([
 	base := u[strings.LastIndex(u, "/")+1:]
 	parts := strings.Split(strings.TrimSuffix(base, ".json"), ".")
 	f.lastRole, f.lastData = parts[len(parts)-1], nil
+	if f.coap != nil {
+		data, err := f.coap.DownloadFile(u, maxLength, 0)
+		if err != nil {
+			return nil, err
+		}
+		f.lastData = data
+		return data, nil
+	}
 	res, err := f.c.get(f.ctx, u, nil)
 	if err != nil {
 		return nil, err

@@ -50,14 +50,18 @@ var (
 	errMaxDuration = errors.New("download took longer than the maximum download time")
 )
 
-// targetURL is where the hub serves t: consistent snapshots prefix the
-// last path element with the sha256 hash.
-func (c *Client) targetURL(t *Target) string {
+// targetURL is where the hub serves t over HTTP.
+func (c *Client) targetURL(t *Target) string { return c.cfg.HubURL + c.targetPath(t) }
+
+// targetPath is the path under which the hub serves t, over HTTP and
+// CoAP: consistent snapshots prefix the last path element with the
+// sha256 hash.
+func (c *Client) targetPath(t *Target) string {
 	dir, base := "", t.Path
 	if i := strings.LastIndex(t.Path, "/"); i >= 0 {
 		dir, base = t.Path[:i+1], t.Path[i+1:]
 	}
-	return c.cfg.HubURL + "/tuf/targets/" + dir + t.SHA256 + "." + base
+	return "/tuf/targets/" + dir + t.SHA256 + "." + base
 }
 
 // Download fetches the artifact t into DataDir/ota/downloads/<sha256> and
@@ -100,8 +104,12 @@ func (c *Client) Download(ctx context.Context, t *Target, progress func(done, to
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.MaxDownloadTime, errMaxDuration)
 	defer cancel()
 	part := final + ".part"
+	fetch := c.fetch
+	if c.cfg.CoAPURL != "" {
+		fetch = c.fetchCoAP
+	}
 	for pass := 0; ; pass++ {
-		resumedFrom, err := c.fetch(ctx, t, part, &stats, progress)
+		resumedFrom, err := fetch(ctx, t, part, &stats, progress)
 		if err != nil {
 			log.Warn("download failed", "reason", ReasonOf(err), "err", err)
 			return "", stats, err
@@ -170,14 +178,7 @@ func (c *Client) fetch(ctx context.Context, t *Target, part string, st *Download
 	var got atomic.Int64
 	rctx, rcancel := context.WithCancelCause(ctx)
 	defer rcancel(nil)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.watchdog(done, &got, rcancel)
-	}()
-	defer func() { close(done); wg.Wait() }()
+	defer c.startWatchdog(&got, rcancel)()
 
 	hdr := http.Header{}
 	if off > 0 {
@@ -267,6 +268,19 @@ func (c *Client) fetch(ctx context.Context, t *Target, part string, st *Download
 		}
 	}
 	return resumedFrom, nil
+}
+
+// startWatchdog runs watchdog until the returned function is called,
+// which waits for it to exit.
+func (c *Client) startWatchdog(got *atomic.Int64, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.watchdog(done, got, cancel)
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // watchdog cancels a request through cancel when fewer bytes than
