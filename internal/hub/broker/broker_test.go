@@ -108,8 +108,11 @@ func TestStoreFailureClosesConnectionWithoutAck(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("connection stayed open after a failed store")
 	}
-	if f.handled != 1 {
-		t.Errorf("ingest saw %d batches, want 1", f.handled)
+	f.mu.Lock()
+	handled := f.handled
+	f.mu.Unlock()
+	if handled != 1 {
+		t.Errorf("ingest saw %d batches, want 1", handled)
 	}
 }
 
@@ -131,8 +134,8 @@ func TestSessionTakeoverKeepsDeviceOnline(t *testing.T) {
 		}
 		return nil
 	})
-	if online, _ := f.lastPresence(); !online {
-		t.Fatalf("presence history %v ends offline while the new session is connected", f.presence)
+	if online, n := f.lastPresence(); !online {
+		t.Fatalf("presence history of %d changes ends offline while the new session is connected", n)
 	}
 }
 
