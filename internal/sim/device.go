@@ -35,7 +35,9 @@ type device struct {
 	url      *url.URL
 	sensors  []sensor
 
-	cm        *autopaho.ConnectionManager
+	// cm is set by start, and by onUp, which may run before start has
+	// stored it.
+	cm        atomic.Pointer[autopaho.ConnectionManager]
 	cancel    context.CancelFunc
 	connected atomic.Bool
 	connects  atomic.Int32
@@ -115,7 +117,7 @@ func (d *device) start(ctx context.Context) error {
 		d.cancel()
 		return err
 	}
-	d.cm = cm
+	d.cm.Store(cm)
 	if d.f.o.Rate > 0 {
 		d.f.wg.Go(func() { d.telemetry(d.f.telemetryCtx) })
 	}
@@ -131,18 +133,20 @@ func reconnectBackoff(attempt int) time.Duration {
 
 // stop disconnects the device and waits for its connection to end.
 func (d *device) stop() {
-	if d.cm == nil {
+	cm := d.cm.Load()
+	if cm == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = d.cm.Disconnect(ctx)
+	_ = cm.Disconnect(ctx)
 	d.cancel()
-	<-d.cm.Done()
+	<-cm.Done()
 }
 
 // onUp runs in autopaho's goroutine and must not block.
 func (d *device) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	d.cm.Store(cm)
 	d.connected.Store(true)
 	d.connects.Add(1)
 	go d.setUp(cm)
@@ -252,7 +256,7 @@ func (d *device) report(state map[string]any) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if _, err := d.cm.Publish(ctx, &paho.Publish{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpUpdate, ""), QoS: 1, Payload: payload}); err != nil {
+	if _, err := d.cm.Load().Publish(ctx, &paho.Publish{Topic: protocol.ShadowTopic(d.id, "", protocol.ShadowOpUpdate, ""), QoS: 1, Payload: payload}); err != nil {
 		d.f.o.Logger.Debug("reporting the shadow failed", "device", d.id, "err", err)
 	}
 }
@@ -345,7 +349,7 @@ func (d *device) publishPoints(ctx context.Context, now time.Time, n int) {
 	// A batch in flight completes even when publishing stops.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-	pr, err := d.cm.Publish(pctx, &paho.Publish{
+	pr, err := d.cm.Load().Publish(pctx, &paho.Publish{
 		Topic: protocol.TelemetryTopic(d.id), QoS: d.f.o.QoS, Payload: payload,
 		Properties: &paho.PublishProperties{ContentType: protocol.ContentTypeProtobuf},
 	})
@@ -397,7 +401,7 @@ func (d *device) updateJob(jobID string, status protocol.JobStatus, details map[
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if _, err := d.cm.Publish(ctx, &paho.Publish{Topic: protocol.JobsTopic(d.id, jobID, protocol.JobsOpUpdate, ""), QoS: 1, Payload: payload}); err != nil {
+	if _, err := d.cm.Load().Publish(ctx, &paho.Publish{Topic: protocol.JobsTopic(d.id, jobID, protocol.JobsOpUpdate, ""), QoS: 1, Payload: payload}); err != nil {
 		d.f.o.Logger.Debug("updating a job failed", "device", d.id, "job", jobID, "err", err)
 		return false
 	}
