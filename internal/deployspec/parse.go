@@ -116,11 +116,12 @@ func join(path, key string) string {
 
 type fields map[string]func(n *yaml.Node, path string)
 
-// mapping calls fs[key] for every key of the mapping n, reporting unknown
-// and repeated keys. Null values are skipped: the field keeps its default.
-func (d *decoder) mapping(n *yaml.Node, path string, fs fields) {
+// entries calls fn for every entry of the mapping n (want names what a
+// mapping of this kind holds), reporting a node that is not a mapping,
+// keys that are not strings and repeated keys.
+func (d *decoder) entries(n *yaml.Node, path, want string, fn func(key string, v *yaml.Node, p string)) {
 	if n.Kind != yaml.MappingNode {
-		d.add(path, "want a mapping of keys, got %s", describe(n))
+		d.add(path, "want a mapping of %s, got %s", want, describe(n))
 		return
 	}
 	seen := make(map[string]bool, len(n.Content)/2)
@@ -136,7 +137,15 @@ func (d *decoder) mapping(n *yaml.Node, path string, fs fields) {
 			continue
 		}
 		seen[k.Value] = true
-		f, ok := fs[k.Value]
+		fn(k.Value, v, p)
+	}
+}
+
+// mapping calls fs[key] for every key of the mapping n, reporting unknown
+// and repeated keys. Null values are skipped: the field keeps its default.
+func (d *decoder) mapping(n *yaml.Node, path string, fs fields) {
+	d.entries(n, path, "keys", func(key string, v *yaml.Node, p string) {
+		f, ok := fs[key]
 		if !ok {
 			known := make([]string, 0, len(fs))
 			for name := range fs {
@@ -144,13 +153,12 @@ func (d *decoder) mapping(n *yaml.Node, path string, fs fields) {
 			}
 			slices.Sort(known)
 			d.add(p, "unknown key; known keys here: %s", strings.Join(known, ", "))
-			continue
+			return
 		}
-		if isNull(v) {
-			continue
+		if !isNull(v) {
+			f(v, p)
 		}
-		f(v, p)
-	}
+	})
 }
 
 // scalar passes the text of the scalar n to apply, reporting its error.
@@ -230,31 +238,17 @@ func (d *decoder) ints(dst *[]int) func(*yaml.Node, string) {
 // type are taken as written (PORT: 8081 is "8081").
 func (d *decoder) stringMap(dst *map[string]string) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
-		if n.Kind != yaml.MappingNode {
-			d.add(path, "want a mapping of keys to values, got %s", describe(n))
-			return
-		}
 		out := make(map[string]string, len(n.Content)/2)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-			if k.Kind != yaml.ScalarNode {
-				d.add(path, "keys must be strings, got %s", describe(k))
-				continue
+		d.entries(n, path, "keys to values", func(key string, v *yaml.Node, p string) {
+			var val string
+			if !isNull(v) {
+				d.str(&val)(v, p)
 			}
-			p := join(path, k.Value)
-			if _, dup := out[k.Value]; dup {
-				d.add(p, "key given more than once")
-				continue
-			}
-			if isNull(v) {
-				out[k.Value] = ""
-				continue
-			}
-			var s string
-			d.str(&s)(v, p)
-			out[k.Value] = s
+			out[key] = val
+		})
+		if n.Kind == yaml.MappingNode {
+			*dst = out
 		}
-		*dst = out
 	}
 }
 

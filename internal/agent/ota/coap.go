@@ -214,9 +214,9 @@ func (f *coapFetcher) DownloadFile(u string, maxLength int64, _ time.Duration) (
 // at its end is fetched again), and returns the checkpoint it resumed
 // from (0 if none or discarded).
 func (c *Client) fetchCoAP(ctx context.Context, t *Target, part string, st *DownloadStats, progress func(int64, int64)) (resumedFrom int64, err error) {
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	f, off, err := openCheckpoint(part, t.Length)
 	if err != nil {
-		return 0, newErr(ReasonIO, "opening checkpoint: %w", err)
+		return 0, err
 	}
 	defer func() {
 		if f == nil {
@@ -226,17 +226,6 @@ func (c *Client) fetchCoAP(ctx context.Context, t *Target, part string, st *Down
 			err = newErr(ReasonIO, "closing checkpoint: %w", cerr)
 		}
 	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, newErr(ReasonIO, "reading checkpoint: %w", err)
-	}
-	off := fi.Size()
-	if off > t.Length {
-		off = 0
-		if err := f.Truncate(0); err != nil {
-			return 0, newErr(ReasonIO, "discarding checkpoint: %w", err)
-		}
-	}
 	if off == t.Length {
 		return off, nil // complete; the caller verifies it
 	}

@@ -144,30 +144,43 @@ func (c *Client) Download(ctx context.Context, t *Target, progress func(done, to
 	return final, stats, nil
 }
 
+// openCheckpoint opens (or creates) the download checkpoint part and
+// returns it with the offset to resume from: its size, or 0 after
+// discarding a checkpoint longer than the signed length.
+func openCheckpoint(part string, length int64) (*os.File, int64, error) {
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, 0, newErr(ReasonIO, "opening checkpoint: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, newErr(ReasonIO, "reading checkpoint: %w", err)
+	}
+	off := fi.Size()
+	if off > length {
+		off = 0
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, 0, newErr(ReasonIO, "discarding checkpoint: %w", err)
+		}
+	}
+	return f, off, nil
+}
+
 // fetch brings part up to t.Length bytes with one request, starting from
 // the checkpoint. It returns the checkpoint it resumed from (0 if none or
 // discarded).
 func (c *Client) fetch(ctx context.Context, t *Target, part string, st *DownloadStats, progress func(int64, int64)) (resumedFrom int64, err error) {
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	f, off, err := openCheckpoint(part, t.Length)
 	if err != nil {
-		return 0, newErr(ReasonIO, "opening checkpoint: %w", err)
+		return 0, err
 	}
 	defer func() {
 		if cerr := f.Close(); cerr != nil && err == nil {
 			err = newErr(ReasonIO, "closing checkpoint: %w", cerr)
 		}
 	}()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, newErr(ReasonIO, "reading checkpoint: %w", err)
-	}
-	off := fi.Size()
-	if off > t.Length {
-		off = 0
-		if err := f.Truncate(0); err != nil {
-			return 0, newErr(ReasonIO, "discarding checkpoint: %w", err)
-		}
-	}
 	if off == t.Length {
 		return off, nil // complete; the caller verifies it
 	}

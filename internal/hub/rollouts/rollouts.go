@@ -219,6 +219,9 @@ type Store interface {
 	SaveRollout(ctx context.Context, r Rollout) error
 	Rollout(ctx context.Context, id string) (Rollout, error)
 	Rollouts(ctx context.Context) ([]Rollout, error)
+	// RunningRollouts returns the rollouts with status Running: Step
+	// reads these only, however many have ended.
+	RunningRollouts(ctx context.Context) ([]Rollout, error)
 }
 
 // Errors of the service.
@@ -437,16 +440,13 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 func (s *Service) Step(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rs, err := s.store.Rollouts(ctx)
+	rs, err := s.store.RunningRollouts(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	now := s.now().UTC()
 	for i := range rs {
-		if rs[i].Status != Running {
-			continue
-		}
 		if err := s.step(ctx, &rs[i], now); err != nil {
 			errs = append(errs, fmt.Errorf("rollout %s: %w", rs[i].ID, err))
 		}

@@ -49,6 +49,17 @@ func (s *memStore) Rollout(_ context.Context, id string) (Rollout, error) {
 	return r, nil
 }
 
+func (s *memStore) RunningRollouts(ctx context.Context) ([]Rollout, error) {
+	all, _ := s.Rollouts(ctx)
+	var out []Rollout
+	for _, r := range all {
+		if r.Status == Running {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 func (s *memStore) Rollouts(context.Context) ([]Rollout, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

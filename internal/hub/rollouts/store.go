@@ -12,10 +12,10 @@ import (
 
 // DocumentStore keeps JSON documents by kind and id (the hub's store).
 type DocumentStore interface {
-	CreateDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error
-	SaveDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error
+	CreateDocument(ctx context.Context, kind, id string, doc []byte, active bool, now time.Time) error
+	SaveDocument(ctx context.Context, kind, id string, doc []byte, active bool, now time.Time) error
 	Document(ctx context.Context, kind, id string) ([]byte, error)
-	Documents(ctx context.Context, kind string) ([][]byte, error)
+	Documents(ctx context.Context, kind string, activeOnly bool) ([][]byte, error)
 }
 
 const documentKind = "rollout"
@@ -31,7 +31,7 @@ func (d docStore) CreateRollout(ctx context.Context, r Rollout) error {
 	if err != nil {
 		return err
 	}
-	err = d.ds.CreateDocument(ctx, documentKind, r.ID, b, r.UpdatedAt)
+	err = d.ds.CreateDocument(ctx, documentKind, r.ID, b, r.Status == Running, r.UpdatedAt)
 	if errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("%w: %s", ErrExists, r.ID)
 	}
@@ -43,7 +43,7 @@ func (d docStore) SaveRollout(ctx context.Context, r Rollout) error {
 	if err != nil {
 		return err
 	}
-	return d.ds.SaveDocument(ctx, documentKind, r.ID, b, r.UpdatedAt)
+	return d.ds.SaveDocument(ctx, documentKind, r.ID, b, r.Status == Running, r.UpdatedAt)
 }
 
 func (d docStore) Rollout(ctx context.Context, id string) (Rollout, error) {
@@ -61,8 +61,13 @@ func (d docStore) Rollout(ctx context.Context, id string) (Rollout, error) {
 	return r, nil
 }
 
-func (d docStore) Rollouts(ctx context.Context) ([]Rollout, error) {
-	docs, err := d.ds.Documents(ctx, documentKind)
+func (d docStore) Rollouts(ctx context.Context) ([]Rollout, error) { return d.list(ctx, false) }
+
+// RunningRollouts reads only the rollouts saved as running.
+func (d docStore) RunningRollouts(ctx context.Context) ([]Rollout, error) { return d.list(ctx, true) }
+
+func (d docStore) list(ctx context.Context, runningOnly bool) ([]Rollout, error) {
+	docs, err := d.ds.Documents(ctx, documentKind, runningOnly)
 	if err != nil {
 		return nil, err
 	}

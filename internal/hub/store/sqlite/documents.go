@@ -9,21 +9,22 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/store"
 )
 
-// CreateDocument stores a new JSON document of kind under id;
-// store.ErrExists if one is stored already.
-func (s *Store) CreateDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error {
-	_, err := s.w.ExecContext(ctx, "INSERT INTO documents(kind, id, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-		kind, id, doc, now.UnixMilli(), now.UnixMilli())
+// CreateDocument stores a new JSON document of kind under id; active
+// says whether Documents(…, activeOnly) returns it. store.ErrExists if one
+// is stored already.
+func (s *Store) CreateDocument(ctx context.Context, kind, id string, doc []byte, active bool, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, "INSERT INTO documents(kind, id, doc, active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+		kind, id, doc, boolInt(active), now.UnixMilli(), now.UnixMilli())
 	if isUniqueViolation(err) {
 		return store.ErrExists
 	}
 	return err
 }
 
-// SaveDocument replaces the document kind/id; store.ErrNotFound if there
-// is none.
-func (s *Store) SaveDocument(ctx context.Context, kind, id string, doc []byte, now time.Time) error {
-	res, err := s.w.ExecContext(ctx, "UPDATE documents SET doc = ?, updated_at = ? WHERE kind = ? AND id = ?", doc, now.UnixMilli(), kind, id)
+// SaveDocument replaces the document kind/id and its active mark;
+// store.ErrNotFound if there is none.
+func (s *Store) SaveDocument(ctx context.Context, kind, id string, doc []byte, active bool, now time.Time) error {
+	res, err := s.w.ExecContext(ctx, "UPDATE documents SET doc = ?, active = ?, updated_at = ? WHERE kind = ? AND id = ?", doc, boolInt(active), now.UnixMilli(), kind, id)
 	if err != nil {
 		return err
 	}
@@ -44,9 +45,14 @@ func (s *Store) Document(ctx context.Context, kind, id string) ([]byte, error) {
 	return doc, err
 }
 
-// Documents returns every document of kind, oldest first.
-func (s *Store) Documents(ctx context.Context, kind string) ([][]byte, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT doc FROM documents WHERE kind = ? ORDER BY created_at, id", kind)
+// Documents returns the documents of kind, oldest first: every one, or
+// with activeOnly those last saved as active.
+func (s *Store) Documents(ctx context.Context, kind string, activeOnly bool) ([][]byte, error) {
+	q := "SELECT doc FROM documents WHERE kind = ? ORDER BY created_at, id"
+	if activeOnly {
+		q = "SELECT doc FROM documents WHERE kind = ? AND active = 1 ORDER BY created_at, id"
+	}
+	rows, err := s.r.QueryContext(ctx, q, kind)
 	if err != nil {
 		return nil, err
 	}

@@ -117,6 +117,10 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL,
 		PRIMARY KEY (kind, id)
 	) WITHOUT ROWID;`,
+	// active marks the documents a service still works on (a running
+	// rollout), so that its periodic step does not read the finished ones.
+	`ALTER TABLE documents ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+	CREATE INDEX documents_active ON documents(kind, created_at, id) WHERE active = 1;`,
 }
 
 // Open opens (creating if needed) the database file at path and migrates it.
