@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent/slots"
 	"github.com/outpost-edge/outpost/internal/agent/spool"
 	"github.com/outpost-edge/outpost/internal/agent/uplink"
+	"github.com/outpost-edge/outpost/internal/agent/workload"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -57,6 +58,9 @@ type Options struct {
 	// LogLevel is the level variable of Logger's handler: the shadow's
 	// log_level sets it. nil: log_level is reported but changes nothing.
 	LogLevel *slog.LevelVar
+	// CgroupRoot is where the cgroup v2 hierarchy the services' limits
+	// use is mounted; "" means /sys/fs/cgroup. Tests point it elsewhere.
+	CgroupRoot string
 }
 
 // Stats is a snapshot of the agent's counters.
@@ -130,6 +134,11 @@ type Agent struct {
 	jobs  *jobs.Runner
 	otaMu sync.Mutex
 	ota   *ota.Client
+	// supervisor runs the deployed services and workloads reconciles
+	// them with the workloads shadow; Run sets both before the uplink
+	// starts (nil when workloads.enabled is off).
+	supervisor *workload.Supervisor
+	workloads  *workloads
 	// restart ends Run with slots.ErrRestart (an agent update was staged).
 	restart   context.CancelCauseFunc
 	restartMu sync.Mutex
@@ -217,15 +226,24 @@ func (a *Agent) requestRestart() {
 	}
 }
 
-// subscriptions are the topics the shadow client and the jobs runner need.
+// subscriptions are the topics the shadow client, the jobs runner and the
+// workloads reconciler need.
 func (a *Agent) subscriptions() []string {
-	return append(a.shadow.Subscriptions(), a.jobs.Subscriptions()...)
+	subs := append(a.shadow.Subscriptions(), a.jobs.Subscriptions()...)
+	if a.workloads != nil {
+		subs = append(subs, a.workloads.Subscriptions()...)
+	}
+	return subs
 }
 
 // onMessage routes a message on one of subscriptions.
 func (a *Agent) onMessage(topic string, payload []byte) {
 	if strings.HasPrefix(topic, protocol.JobsTopicPrefix(a.cfg.DeviceID)) {
 		a.jobs.HandleMessage(topic, payload)
+		return
+	}
+	if a.workloads != nil && a.workloads.Handles(topic) {
+		a.workloads.HandleMessage(topic, payload)
 		return
 	}
 	a.shadow.HandleMessage(topic, payload)
@@ -235,6 +253,9 @@ func (a *Agent) onMessage(topic string, payload []byte) {
 func (a *Agent) onSubscribed(ctx context.Context) {
 	a.shadow.Connected(ctx)
 	a.jobs.Connected(ctx)
+	if a.workloads != nil {
+		a.workloads.Connected(ctx)
+	}
 }
 
 // publish publishes a shadow request over the uplink.
@@ -355,6 +376,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.spool.Store(sp)
 
+	if a.cfg.Workloads.Enabled {
+		// Before the uplink, which takes the reconciler's subscriptions,
+		// and before Run's goroutines, which read a.workloads.
+		if err := a.startWorkloads(); err != nil {
+			return err
+		}
+	}
+
 	t := a.cfg.Telemetry
 	up, err := uplink.New(uplink.Config{
 		DeviceID:       a.cfg.DeviceID,
@@ -416,6 +445,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.shadow.Run(gctx) })
 	g.Go(func() error { return a.jobs.Run(gctx) })
+	if a.workloads != nil {
+		g.Go(func() error { return a.supervisor.Run(gctx) })
+		g.Go(func() error { return a.workloads.Run(gctx) })
+	}
 	if ln != nil {
 		srv := &http.Server{
 			Handler:           a.Handler(),
@@ -515,5 +548,36 @@ func (s spoolSink) Append(ctx context.Context, points []*outpostv1.Point) error 
 	if err := sp.Append(actx, points); err != nil {
 		return fmt.Errorf("storing points: %w", err)
 	}
+	return nil
+}
+
+// startWorkloads creates the supervisor and the workloads reconciler,
+// which applies the saved workloads at once.
+func (a *Agent) startWorkloads() error {
+	wc := a.cfg.Workloads
+	sup, err := workload.New(workload.Options{
+		DataDir:    a.opts.DataDir,
+		Logger:     a.log,
+		CgroupRoot: a.opts.CgroupRoot,
+		StopGrace:  wc.StopGrace.D(),
+		LogLines:   wc.LogLines,
+		Address:    wc.Address,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the workload supervisor: %w", err)
+	}
+	w, err := newWorkloads(workloadsOptions{
+		DeviceID:   a.cfg.DeviceID,
+		DataDir:    a.opts.DataDir,
+		Address:    wc.Address,
+		Supervisor: sup,
+		Publish:    a.publish,
+		Fetch:      a.fetchService,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.supervisor, a.workloads = sup, w
 	return nil
 }

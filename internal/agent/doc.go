@@ -4,7 +4,10 @@
 //
 // plus the optional local HTTP server for /healthz and /metrics, and the
 // shadow client (package shadow), whose desired settings the agent applies
-// hot to the collector, the spool, the uplink and the log level. A reading
+// hot to the collector, the spool, the uplink and the log level; the jobs
+// runner with its OTA handlers (otajobs.go); and the workloads reconciler
+// (workloads.go), which runs the services of the device's "workloads"
+// shadow under a workload.Supervisor and reports their state. A reading
 // is accepted once the spool has committed it, and leaves the spool once
 // the broker has acknowledged it. Later stages start first and stop last:
 // the collector stops first (its last readings are still stored), then the

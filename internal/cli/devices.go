@@ -45,12 +45,13 @@ func newDevicesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "devices",
 		Aliases: []string{"device", "dev"},
-		Short:   "Register, list, inspect and delete devices",
+		Short:   "Register, list, inspect, label and delete devices",
 		Long: `devices manages the devices registered with the hub. "add" registers a device and
 prints a one-time join token and the command that joins the device to the hub.`,
 		Example: `  outpost devices add pump-7 --label site=plant-1
   outpost devices ls --label site=plant-1
   outpost devices show pump-7 -o json
+  outpost devices label pump-7 line=3 old-
   outpost devices token pump-7
   outpost devices rm pump-7`,
 		Args: cobra.NoArgs,
@@ -59,6 +60,7 @@ prints a one-time join token and the command that joins the device to the hub.`,
 		newDevicesAddCmd(g),
 		newDevicesListCmd(g),
 		newDevicesShowCmd(g),
+		newDevicesLabelCmd(g),
 		newDevicesRemoveCmd(g),
 		newDevicesTokenCmd(g),
 	)
@@ -247,6 +249,87 @@ func newDevicesShowCmd(g *globals) *cobra.Command {
 			return writeFields(g.stdout, fields)
 		},
 	}
+}
+
+func newDevicesLabelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "label ID KEY=VALUE... KEY-...",
+		Aliases: []string{"labels"},
+		Short:   "Set and remove a device's labels",
+		Long: `label changes a device's labels: KEY=VALUE sets a label (adding it or changing its
+value), KEY- removes it; labels not named stay as they are. All changes apply at
+once, or none when the hub refuses one (it lists every problem). It prints the
+device's labels afterwards.
+
+Deployments pick devices by label: within moments the device gets the services of
+the deployments whose selector it now matches, and loses those it no longer matches.
+Rollouts already started keep the devices they began with.`,
+		Example: `  outpost devices label pump-7 site=plant-2 line=3
+  outpost devices label pump-7 line-
+  outpost devices label pump-7 app=web tier- -o json`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			patch, err := parseLabelChanges(args[1:])
+			if err != nil {
+				return err
+			}
+			c, err := g.client(cmd)
+			if err != nil {
+				return err
+			}
+			req := struct {
+				Labels map[string]*string `json:"labels"`
+			}{patch}
+			var d device
+			raw, err := c.doJSON(cmd.Context(), http.MethodPatch, devicePath(id, ""), nil, req, &d)
+			if err != nil {
+				return fmt.Errorf("changing labels of device %q: %w", id, err)
+			}
+			if g.jsonOutput() {
+				return writeJSON(g.stdout, raw)
+			}
+			_, err = fmt.Fprintf(g.stdout, "Labels of %s: %s\n", sanitize(d.ID), sanitize(formatLabels(d.Labels)))
+			return err
+		},
+	}
+}
+
+// parseLabelChanges parses kubectl-style label arguments: KEY=VALUE sets a
+// label, KEY- removes it (nil in the patch). The hub checks the documented
+// limits; this only catches malformed arguments early.
+func parseLabelChanges(args []string) (map[string]*string, error) {
+	patch := make(map[string]*string, len(args))
+	var errs []error
+	for _, a := range args {
+		k, v, set := strings.Cut(a, "=")
+		if !set {
+			var remove bool
+			if k, remove = strings.CutSuffix(a, "-"); !remove {
+				errs = append(errs, fmt.Errorf("%q: want KEY=VALUE to set a label or KEY- to remove one", a))
+				continue
+			}
+		}
+		if k == "" {
+			errs = append(errs, fmt.Errorf("%q: key is empty", a))
+			continue
+		}
+		if old, dup := patch[k]; dup {
+			if same := (old == nil && !set) || (old != nil && set && *old == v); !same {
+				errs = append(errs, fmt.Errorf("%q: label %q is changed twice", a, k))
+			}
+			continue
+		}
+		if set {
+			patch[k] = &v
+		} else {
+			patch[k] = nil
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return patch, nil
 }
 
 func newDevicesRemoveCmd(g *globals) *cobra.Command {

@@ -50,6 +50,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newArtifactsCmd(g),
 		newSimCmd(g),
 		newRolloutsCmd(g),
+		newDeployCmd(g),
+		newLogsCmd(g),
 	)
 	return root
 }

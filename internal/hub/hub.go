@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/auth"
 	"github.com/outpost-edge/outpost/internal/hub/broker"
 	"github.com/outpost-edge/outpost/internal/hub/coapsrv"
+	"github.com/outpost-edge/outpost/internal/hub/deploy"
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
@@ -44,10 +45,14 @@ const AdminPasswordFileName = "admin-password"
 const (
 	shadowSubscriptionID = 1
 	jobsSubscriptionID   = 2
+	logsSubscriptionID   = 3
 )
 
 // rolloutInterval is how often running rollouts are advanced.
 const rolloutInterval = 2 * time.Second
+
+// deployInterval is how often service deployments are advanced.
+const deployInterval = 2 * time.Second
 
 // Hub is a running hub's parts. Create it with New, run it with Run.
 type Hub struct {
@@ -61,6 +66,7 @@ type Hub struct {
 	ota      *ota.Service
 	jobs     *jobs.Service
 	rollouts *rollouts.Service
+	deploy   *deploy.Service
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	// coap serves the TUF repository over CoAP; nil when CoAPAddr is empty.
@@ -138,6 +144,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 	}
 	h.rollouts = rollouts.NewService(rollouts.NewDocumentStore(h.store), rolloutJobs{h.jobs}, rolloutDevices{h.devices},
 		rolloutArtifacts{h.ota}, logger)
+	h.deploy, err = deploy.NewService(deploy.Options{
+		Store: h.store, Shadows: h.shadows, Devices: deployDevices{h.devices}, Artifacts: rolloutArtifacts{h.ota},
+		Broker: h.broker, LogsSubscriptionID: logsSubscriptionID, Registerer: reg, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 
 	_, mqttPort, err := net.SplitHostPort(h.broker.Addr())
 	if err != nil {
@@ -145,6 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 	}
 	handler := httpapi.New(httpapi.Options{
 		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows, OTA: h.ota, Rollouts: h.rollouts,
+		Deploy:    h.deploy,
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
@@ -270,6 +284,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	g.Go(func() error { return h.jobs.Run(gctx) })
 	g.Go(func() error {
 		h.rollouts.Run(gctx, rolloutInterval)
+		return nil
+	})
+	g.Go(func() error {
+		h.deploy.Run(gctx, deployInterval)
 		return nil
 	})
 	g.Go(func() error {

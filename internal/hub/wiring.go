@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/outpost-edge/outpost/internal/hub/deploy"
 	"github.com/outpost-edge/outpost/internal/hub/device"
 	"github.com/outpost-edge/outpost/internal/hub/jobs"
 	"github.com/outpost-edge/outpost/internal/hub/ota"
 	"github.com/outpost-edge/outpost/internal/hub/rollouts"
+	"github.com/outpost-edge/outpost/internal/hub/store"
 )
 
 // rolloutJobs is the jobs service as the rollouts service uses it.
@@ -70,4 +72,30 @@ func (r rolloutArtifacts) ArtifactType(name, version string) (string, error) {
 		}
 	}
 	return "", errors.New("no such artifact in the repository")
+}
+
+// deployDevices is the device service as the deploy service uses it.
+type deployDevices struct{ d *device.Service }
+
+func (r deployDevices) All(ctx context.Context) ([]deploy.Device, error) {
+	ds, err := r.d.List(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deploy.Device, len(ds))
+	for i, d := range ds {
+		out[i] = deploy.Device{ID: d.ID, Labels: d.Labels, Online: d.Online}
+	}
+	return out, nil
+}
+
+func (r deployDevices) Get(ctx context.Context, id string) (deploy.Device, error) {
+	d, err := r.d.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return deploy.Device{}, fmt.Errorf("%w: %w", deploy.ErrDeviceNotFound, err)
+	}
+	if err != nil {
+		return deploy.Device{}, err
+	}
+	return deploy.Device{ID: d.ID, Labels: d.Labels, Online: d.Online}, nil
 }

@@ -197,10 +197,11 @@ type agentDir struct {
 // joinAgent adds device id to the hub, joins it into a fresh data
 // directory and merges overrides into the agent.yaml that join wrote
 // (maps are merged key by key, other values replace). It always sets
-// http.listen to a free loopback port.
-func (h *hubProc) joinAgent(t *testing.T, id string, overrides map[string]any) *agentDir {
+// http.listen to a free loopback port. labels (KEY=VALUE) are the
+// device's labels.
+func (h *hubProc) joinAgent(t *testing.T, id string, overrides map[string]any, labels ...string) *agentDir {
 	t.Helper()
-	token, _ := h.addDevice(t, id)
+	token, _ := h.addDevice(t, id, labels...)
 	a := &agentDir{id: id, dir: filepath.Join(t.TempDir(), id), metricsAddr: freeAddr(t)}
 	run(t, nil, "", true, bin.agent, "join", "--hub", h.url, "--token", token, "--data", a.dir)
 	a.edit(t, map[string]any{"http": map[string]any{"listen": a.metricsAddr}})

@@ -50,6 +50,8 @@ type Config struct {
 	HTTP HTTP `yaml:"http"`
 	// OTA configures over-the-air updates (key ota).
 	OTA OTA `yaml:"ota,omitempty"`
+	// Workloads configures the services the hub deploys (key workloads).
+	Workloads Workloads `yaml:"workloads"`
 }
 
 // MQTT configures the connection to the broker.
@@ -154,9 +156,10 @@ func Default() Config {
 			StatusInterval: Duration(DefaultStatusInterval),
 			Compression:    CompressionNone,
 		},
-		Sources: DefaultSources(),
-		Spool:   DefaultSpool(),
-		Collect: DefaultCollect(),
+		Sources:   DefaultSources(),
+		Spool:     DefaultSpool(),
+		Collect:   DefaultCollect(),
+		Workloads: DefaultWorkloads(),
 	}
 }
 
@@ -234,6 +237,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.OTA.validate()...)
+	if c.Workloads.Enabled {
+		errs = append(errs, c.Workloads.validate()...)
+	}
 
 	if c.HTTP.Listen != "" {
 		if err := checkLoopback(c.HTTP.Listen); err != nil {

@@ -3,7 +3,7 @@
 // of workloads (Apply), starts each one as a real process in its own
 // process group, restarts it with exponential backoff when it exits or
 // fails its liveness check, applies resource limits (cgroup v2 when the
-// agent may create child cgroups, RLIMIT_AS otherwise), keeps its output
+// agent may create child cgroups, a resident-memory watchdog otherwise), keeps its output
 // in a bounded in-memory ring and a rotating file, and reports what it
 // did (Status, Logs).
 //

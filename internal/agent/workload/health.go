@@ -19,10 +19,12 @@ type checker struct {
 	// client has keep-alives off: a probe every few seconds gains nothing
 	// from an idle connection, and none is left behind at shutdown.
 	client *http.Client
+	// addr is the IP address http and tcp checks connect to.
+	addr string
 }
 
-func newChecker() *checker {
-	return &checker{client: &http.Client{
+func newChecker(addr string) *checker {
+	return &checker{addr: addr, client: &http.Client{
 		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		// A health endpoint that redirects elsewhere is followed no further.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -34,7 +36,7 @@ func newChecker() *checker {
 func (c *checker) check(ctx context.Context, hc HealthCheck, env []string, cred *procCred) error {
 	ctx, cancel := context.WithTimeout(ctx, hc.Timeout)
 	defer cancel()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(hc.Port))
+	addr := net.JoinHostPort(c.addr, strconv.Itoa(hc.Port))
 	switch hc.Type {
 	case HealthHTTP:
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.Path, nil)

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +26,8 @@ const agentLeaf = "agent"
 
 // limiter decides, once per Supervisor, how limits are enforced: with
 // child cgroups of the agent's cgroup v2 cgroup, or, when that is not
-// possible, with RLIMIT_AS for memory and nothing for CPU.
+// possible, with the agent's resident-memory watchdog for memory and
+// nothing for CPU.
 type limiter struct {
 	// base is the cgroup directory workload cgroups are created in; ""
 	// when cgroup v2 is not usable, and then noV2 says why.
@@ -124,12 +127,19 @@ type limitPlan struct {
 	cgFD int
 	// oomBase is memory.events' oom_kill before the start.
 	oomBase int64
-	// rlimitAS is the RLIMIT_AS to set after the start, 0 for none.
-	rlimitAS int64
+	// rssMax is the resident memory above which the watchdog kills the
+	// process (no cgroup v2), 0 for none.
+	rssMax int64
+	// overLimit holds the watchdog's message once it killed the process.
+	overLimit atomic.Pointer[string]
 }
 
+// watchdogInterval is how often the watchdog reads a process's resident
+// memory.
+const watchdogInterval = 250 * time.Millisecond
+
 // prepare creates and configures the cgroup for a start of workload name,
-// or plans the rlimit fallback. It never fails: what could not be set up
+// or plans the watchdog fallback. It never fails: what could not be set up
 // is reported in the plan's status.
 func (l *limiter) prepare(name string, r Resources) *limitPlan {
 	p := &limitPlan{cgFD: -1}
@@ -151,9 +161,13 @@ func (l *limiter) prepare(name string, r Resources) *limitPlan {
 		p.status.CPU = LimitStatus{Requested: r.CPUMilli, Via: ViaNone, Reason: "cgroup v2 not usable (" + noV2 + "); no fallback limits CPU bandwidth"}
 	}
 	if r.MemoryBytes > 0 {
-		p.rlimitAS = r.MemoryBytes
-		// Enforced once Prlimit succeeded (afterStart).
-		p.status.Memory = LimitStatus{Requested: r.MemoryBytes, Via: ViaRlimit}
+		// RLIMIT_AS would be the classic fallback, but it caps virtual
+		// address space: a Go program reserves far more than it uses and
+		// does not even start under a limit of a few hundred MiB.
+		p.rssMax = r.MemoryBytes
+		p.status.Memory = LimitStatus{Requested: r.MemoryBytes, Enforced: true, Via: ViaWatchdog,
+			Reason: "cgroup v2 not usable (" + noV2 + "); the agent checks the process's resident memory every " +
+				watchdogInterval.String() + " and kills it above the limit"}
 	}
 	notRequested(&p.status)
 	return p
@@ -223,7 +237,11 @@ func oomKills(dir string) int64 {
 
 // sysProcAttr makes the child start inside the cgroup (CLONE_INTO_CGROUP)
 // when there is one, so no instruction of it runs unlimited.
+// It also has the kernel SIGKILL the child when the agent dies, so that
+// an agent killed with SIGKILL leaves no workload behind that would hold
+// its port when the agent starts again.
 func (p *limitPlan) sysProcAttr(a *syscall.SysProcAttr, useFD bool) {
+	a.Pdeathsig = syscall.SIGKILL
 	a.UseCgroupFD = useFD && p.cgFD >= 0
 	a.CgroupFD = 0
 	if a.UseCgroupFD {
@@ -237,9 +255,9 @@ func (p *limitPlan) sysProcAttr(a *syscall.SysProcAttr, useFD bool) {
 func (p *limitPlan) canRetryWithoutFD() bool { return p.cgFD >= 0 }
 
 // afterStart finishes the limits of the started process pid: it moves pid
-// into the cgroup when CLONE_INTO_CGROUP was not used, or sets RLIMIT_AS.
-// Until then the process runs unlimited for the few microseconds between
-// exec and this call.
+// into the cgroup when CLONE_INTO_CGROUP was not used. Until then the
+// process runs unlimited for the few microseconds between exec and this
+// call.
 func (p *limitPlan) afterStart(pid int, usedFD bool) {
 	p.release()
 	if p.cg != "" && !usedFD {
@@ -251,15 +269,53 @@ func (p *limitPlan) afterStart(pid int, usedFD bool) {
 			}
 		}
 	}
-	if p.rlimitAS > 0 {
-		lim := &unix.Rlimit{Cur: uint64(p.rlimitAS), Max: uint64(p.rlimitAS)}
-		if err := unix.Prlimit(pid, unix.RLIMIT_AS, lim, nil); err != nil {
-			p.status.Memory.Via = ViaNone
-			p.status.Memory.Reason = "setting RLIMIT_AS: " + err.Error()
-		} else {
-			p.status.Memory.Enforced = true
-		}
+}
+
+// watch is the resident-memory watchdog: until stop is closed it reads the
+// resident memory of pid every watchdogInterval and kills pid's process
+// group once it exceeds rssMax. It returns at once when the plan has no
+// watchdog. Only pid itself is measured, not its children.
+func (p *limitPlan) watch(pid int, stop <-chan struct{}) {
+	if p.rssMax <= 0 {
+		return
 	}
+	t := time.NewTicker(watchdogInterval)
+	defer t.Stop()
+	statm := "/proc/" + strconv.Itoa(pid) + "/statm"
+	page := int64(os.Getpagesize())
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(statm)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		pages, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || pages*page <= p.rssMax {
+			continue
+		}
+		msg := fmt.Sprintf("resident memory %d MiB exceeded the limit of %d MiB; killed by the agent's memory watchdog",
+			pages*page>>20, p.rssMax>>20)
+		p.overLimit.Store(&msg)
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		return
+	}
+}
+
+// overLimitError is the watchdog's message when it killed the process, ""
+// otherwise.
+func (p *limitPlan) overLimitError() string {
+	if m := p.overLimit.Load(); m != nil {
+		return *m
+	}
+	return ""
 }
 
 // release closes the cgroup descriptor.
@@ -271,9 +327,9 @@ func (p *limitPlan) release() {
 }
 
 // oomKilled reports whether the kernel OOM-killed a process of the cgroup
-// since prepare.
+// since prepare, or the watchdog killed the process.
 func (p *limitPlan) oomKilled() bool {
-	return p.cg != "" && oomKills(p.cg) > p.oomBase
+	return p.cg != "" && oomKills(p.cg) > p.oomBase || p.overLimit.Load() != nil
 }
 
 // killAll kills whatever is left in the cgroup (cgroup.kill, Linux 5.14+).

@@ -23,5 +23,7 @@ func (p *limitPlan) canRetryWithoutFD() bool                { return false }
 func (p *limitPlan) afterStart(int, bool)                   {}
 func (p *limitPlan) release()                               {}
 func (p *limitPlan) oomKilled() bool                        { return false }
+func (p *limitPlan) watch(int, <-chan struct{})             {}
+func (p *limitPlan) overLimitError() string                 { return "" }
 func (p *limitPlan) killAll()                               {}
 func (p *limitPlan) cleanup()                               {}

@@ -15,6 +15,16 @@ import (
 // maxLineBytes bounds one log line; longer output is split.
 const maxLineBytes = 4096
 
+// LogLine is one line of a workload's output as the ring keeps it.
+type LogLine struct {
+	// Seq numbers the workload's lines since the Supervisor was created,
+	// from 1; it goes on across restarts, replacements and removals of the
+	// workload.
+	Seq  uint64
+	Time time.Time
+	Line string
+}
+
 // logSink keeps one workload's output: the last lines in a ring and all
 // of it in a rotating file. Old and new processes of the same name share
 // it. It is safe for concurrent use.
@@ -23,48 +33,83 @@ type logSink struct {
 	logger *slog.Logger
 
 	mu      sync.Mutex // guards everything below
-	ring    []string
-	next    int // index of the oldest line once the ring is full
+	ring    []LogLine
+	next    int    // index of the oldest line once the ring is full
+	seq     uint64 // Seq of the newest line
 	full    bool
 	file    *rotatingFile
 	fileErr bool // a file error was logged; the ring keeps working
 }
 
-func newLogSink(lines int, file *rotatingFile, now func() time.Time, logger *slog.Logger) *logSink {
-	return &logSink{ring: make([]string, 0, lines), file: file, now: now, logger: logger}
+// newLogSink returns a sink whose first line gets Seq seq+1.
+func newLogSink(lines int, seq uint64, file *rotatingFile, now func() time.Time, logger *slog.Logger) *logSink {
+	return &logSink{ring: make([]LogLine, 0, lines), seq: seq, file: file, now: now, logger: logger}
 }
 
 // add appends one line.
 func (l *logSink) add(line string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.seq++
+	e := LogLine{Seq: l.seq, Time: l.now(), Line: line}
 	if !l.full && len(l.ring) < cap(l.ring) {
-		l.ring = append(l.ring, line)
+		l.ring = append(l.ring, e)
 		l.full = len(l.ring) == cap(l.ring)
 	} else {
-		l.ring[l.next] = line
+		l.ring[l.next] = e
 		l.next = (l.next + 1) % len(l.ring)
 	}
 	if l.file == nil {
 		return
 	}
-	if err := l.file.writeLine(l.now(), line); err != nil && !l.fileErr {
+	if err := l.file.writeLine(e.Time, line); err != nil && !l.fileErr {
 		l.fileErr = true
 		l.logger.Error("writing workload log file; keeping logs in memory only", "err", err)
 	}
+}
+
+// since returns the last n lines (all when n <= 0) with a Seq above
+// after, oldest first, and the Seq of the newest line (0 when none).
+// Called with l.mu held.
+func (l *logSink) since(after uint64, n int) ([]LogLine, uint64) {
+	all := make([]LogLine, 0, len(l.ring))
+	for _, part := range [][]LogLine{l.ring[l.next:], l.ring[:l.next]} {
+		for _, e := range part {
+			if e.Seq > after {
+				all = append(all, e)
+			}
+		}
+	}
+	if n > 0 && n < len(all) {
+		all = all[len(all)-n:]
+	}
+	return all, l.seq
 }
 
 // tail returns the last n lines (all when n <= 0), oldest first.
 func (l *logSink) tail(n int) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	all := make([]string, 0, len(l.ring))
-	all = append(all, l.ring[l.next:]...)
-	all = append(all, l.ring[:l.next]...)
-	if n > 0 && n < len(all) {
-		all = all[len(all)-n:]
+	lines, _ := l.since(0, n)
+	out := make([]string, len(lines))
+	for i, e := range lines {
+		out[i] = e.Line
 	}
-	return all
+	return out
+}
+
+// linesSince is since with l.mu taken.
+func (l *logSink) linesSince(after uint64, n int) ([]LogLine, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.since(after, n)
+}
+
+// lastSeq returns the Seq of the newest line.
+func (l *logSink) lastSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
 }
 
 func (l *logSink) close() {

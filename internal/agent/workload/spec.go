@@ -72,8 +72,9 @@ type Resources struct {
 	// core). Enforced only with cgroup v2 (cpu.max).
 	CPUMilli int64 `json:"cpuMilli,omitempty"`
 	// MemoryBytes caps memory: cgroup v2 memory.max (resident memory;
-	// exceeding it gets the process OOM-killed), else RLIMIT_AS (virtual
-	// address space; allocations beyond it fail).
+	// exceeding it gets the process OOM-killed), else the agent's
+	// watchdog (resident memory polled every 250ms; above it the process
+	// group is killed).
 	MemoryBytes int64 `json:"memoryBytes,omitempty"`
 }
 
@@ -82,10 +83,11 @@ type HealthCheckType string
 
 // The health check types.
 const (
-	// HealthHTTP: GET http://127.0.0.1:Port{Path}; a 2xx or 3xx answer
+	// HealthHTTP: GET http://ADDRESS:Port{Path} (ADDRESS is
+	// Options.Address, 127.0.0.1 by default); a 2xx or 3xx answer
 	// is healthy.
 	HealthHTTP HealthCheckType = "http"
-	// HealthTCP: a TCP connection to 127.0.0.1:Port succeeds.
+	// HealthTCP: a TCP connection to ADDRESS:Port succeeds.
 	HealthTCP HealthCheckType = "tcp"
 	// HealthExec: Command (no shell) exits 0 within Timeout. It runs
 	// with the workload's user and environment.

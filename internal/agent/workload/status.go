@@ -34,8 +34,10 @@ const (
 	ReasonError = "error"
 	// ReasonSignaled: killed by a signal the supervisor did not send.
 	ReasonSignaled = "signaled"
-	// ReasonOOMKilled: the kernel's OOM killer ended it for exceeding its
-	// cgroup v2 memory.max (memory.events oom_kill increased).
+	// ReasonOOMKilled: it was killed for exceeding its memory limit: by
+	// the kernel's OOM killer for its cgroup v2 memory.max (memory.events
+	// oom_kill increased), or, without cgroup v2, by the agent's
+	// resident-memory watchdog (Exit.Error says so).
 	ReasonOOMKilled = "oom_killed"
 	// ReasonUnhealthy: stopped by the supervisor after FailureThreshold
 	// failed health checks.
@@ -96,7 +98,9 @@ type Limits struct {
 // How a limit is enforced (LimitStatus.Via).
 const (
 	ViaCgroupV2 = "cgroup v2"
-	ViaRlimit   = "rlimit"
+	// ViaWatchdog: no cgroup v2; the agent polls the process's resident
+	// memory and kills it above the limit.
+	ViaWatchdog = "watchdog"
 	ViaNone     = "none"
 )
 
@@ -105,7 +109,7 @@ type LimitStatus struct {
 	// Requested is the Spec's value (millicores or bytes), 0 for none.
 	Requested int64 `json:"requested"`
 	Enforced  bool  `json:"enforced"`
-	// Via is ViaCgroupV2, ViaRlimit or ViaNone.
+	// Via is ViaCgroupV2, ViaWatchdog or ViaNone.
 	Via string `json:"via"`
 	// Reason says why the limit is not enforced.
 	Reason string `json:"reason,omitempty"`

@@ -52,7 +52,13 @@ type Options struct {
 	// (DefaultLogFileKeep).
 	LogFileBytes int64
 	LogFileKeep  int
+	// Address is the IP address http and tcp health checks connect to
+	// (DefaultAddress): the address the workloads are told to listen on.
+	Address string
 }
+
+// DefaultAddress is the default Options.Address.
+const DefaultAddress = "127.0.0.1"
 
 func (o Options) withDefaults() Options {
 	if o.Logger == nil {
@@ -75,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LogFileKeep <= 0 {
 		o.LogFileKeep = DefaultLogFileKeep
+	}
+	if o.Address == "" {
+		o.Address = DefaultAddress
 	}
 	return o
 }
@@ -101,6 +110,9 @@ type Supervisor struct {
 	// logs are the log sinks by name; they outlive units so a restart or
 	// replacement keeps the earlier output.
 	logs map[string]*logSink
+	// seqs keeps the last log Seq of a workload whose sink was dropped, so
+	// that Seq keeps growing when the name comes back.
+	seqs map[string]uint64
 }
 
 // New returns a Supervisor that will run the desired set last persisted
@@ -118,17 +130,18 @@ func New(opts Options) (*Supervisor, error) {
 		log:      opts.Logger.With("component", "workload"),
 		dir:      filepath.Join(opts.DataDir, "workloads"),
 		limiter:  newLimiter(opts.CgroupRoot),
-		checker:  newChecker(),
+		checker:  newChecker(opts.Address),
 		kick:     make(chan struct{}, 1),
 		units:    make(map[string]*unit),
 		stopping: make(map[*unit]bool),
 		logs:     make(map[string]*logSink),
+		seqs:     make(map[string]uint64),
 	}
 	if err := os.MkdirAll(s.dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", s.dir, err)
 	}
 	if s.limiter.noV2 != "" {
-		s.log.Info("resource limits: cgroup v2 not usable; memory via RLIMIT_AS, cpu not enforced", "reason", s.limiter.noV2)
+		s.log.Info("resource limits: cgroup v2 not usable; memory via the agent's watchdog, cpu not enforced", "reason", s.limiter.noV2)
 	} else {
 		s.log.Info("resource limits: cgroup v2", "cgroup", s.limiter.base)
 	}
@@ -288,6 +301,7 @@ func (s *Supervisor) forget(u *unit) {
 	if s.units[u.name] == nil {
 		if l := s.logs[u.name]; l != nil {
 			l.close()
+			s.seqs[u.name] = l.lastSeq()
 			delete(s.logs, u.name)
 		}
 	}
@@ -299,7 +313,7 @@ func (s *Supervisor) sink(name string) *logSink {
 		return l
 	}
 	f := &rotatingFile{path: filepath.Join(s.dir, name, "log"), maxBytes: s.opts.LogFileBytes, keep: s.opts.LogFileKeep}
-	l := newLogSink(s.opts.LogLines, f, s.opts.Now, s.log.With("workload", name))
+	l := newLogSink(s.opts.LogLines, s.seqs[name], f, s.opts.Now, s.log.With("workload", name))
 	s.logs[name] = l
 	return l
 }
@@ -338,4 +352,20 @@ func (s *Supervisor) Logs(name string, tail int) []string {
 		return nil
 	}
 	return l.tail(tail)
+}
+
+// LogsSince returns the last tail lines (all kept lines when tail <= 0)
+// of the workload's output whose Seq is above after, oldest first, and
+// the Seq of the newest line kept (0 when none). ok is false for a
+// workload the Supervisor does not know (never applied, or removed and
+// stopped).
+func (s *Supervisor) LogsSince(name string, after uint64, tail int) (lines []LogLine, last uint64, ok bool) {
+	s.mu.Lock()
+	l := s.logs[name]
+	s.mu.Unlock()
+	if l == nil {
+		return nil, 0, false
+	}
+	lines, last = l.linesSince(after, tail)
+	return lines, last, true
 }

@@ -349,9 +349,17 @@ func (u *unit) start(spec Spec) (*proc, error) {
 		defer close(read)
 		u.logs.copyLines(pr)
 	}()
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		plan.watch(p.pid, stopWatch)
+	}()
 	// This goroutine ends by closing p.exited, which run always waits for.
 	go func() {
 		_ = cmd.Wait()
+		close(stopWatch)
+		<-watched
 		// Whatever the process left behind in its group or cgroup dies
 		// with it.
 		_ = signalGroup(p.pid, syscall.SIGKILL)
@@ -366,6 +374,9 @@ func (u *unit) start(spec Spec) (*proc, error) {
 		t.Stop()
 		_ = pr.Close()
 		p.exit = exitOf(cmd.ProcessState, plan.oomKilled(), u.s.opts.Now())
+		if msg := plan.overLimitError(); msg != "" {
+			p.exit.Error = msg
+		}
 		plan.cleanup()
 		close(p.exited)
 	}()

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/hub/auth"
@@ -21,6 +22,9 @@ type Store interface {
 	Device(ctx context.Context, id string) (store.Device, error)
 	Devices(ctx context.Context) ([]store.Device, error)
 	DeleteDevice(ctx context.Context, id string) error
+	// UpdateDeviceLabels replaces a device's labels and returns the device
+	// afterwards; store.ErrNotFound if it is unknown.
+	UpdateDeviceLabels(ctx context.Context, id string, labels map[string]string) (store.Device, error)
 	DeviceSecretHash(ctx context.Context, id string) ([]byte, error)
 	AddJoinToken(ctx context.Context, deviceID string, hash []byte, expires time.Time) error
 	RedeemJoinToken(ctx context.Context, hash []byte, now time.Time, secretHash []byte) (string, error)
@@ -49,6 +53,9 @@ type Service struct {
 	// disconnect is set once by SetDisconnector before the broker starts.
 	disconnect Disconnector
 	presence   presenceBatch
+	// labelsMu serializes SetLabels' read-merge-write, so that two
+	// concurrent patches of one device do not lose each other's changes.
+	labelsMu sync.Mutex
 }
 
 // NewService returns a Service; join tokens it issues live for tokenTTL.
@@ -144,6 +151,50 @@ func matches(labels, selector map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// SetLabels changes a device's labels by a merge patch: a key with a value
+// sets that label, a key with nil removes it (removing a missing label is
+// not an error), and labels the patch does not name stay. The result must
+// pass ValidateLabels; ErrInvalid lists every problem and nothing changes.
+// It returns the device as stored afterwards; store.ErrNotFound if unknown.
+func (s *Service) SetLabels(ctx context.Context, id string, patch map[string]*string) (store.Device, error) {
+	s.labelsMu.Lock()
+	defer s.labelsMu.Unlock()
+	d, err := s.Get(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	labels := mergeLabels(d.Labels, patch)
+	if err := ValidateLabels(labels); err != nil {
+		return store.Device{}, fmt.Errorf("device %q: %w", id, err)
+	}
+	if maps.Equal(labels, d.Labels) {
+		return d, nil
+	}
+	d, err = s.store.UpdateDeviceLabels(ctx, id, labels)
+	if err != nil {
+		return d, fmt.Errorf("device %q: updating labels: %w", id, err)
+	}
+	s.logger.Info("device labels changed", "device", id, "labels", len(labels))
+	return d, nil
+}
+
+// mergeLabels returns a copy of labels with patch applied: a value sets a
+// label, nil removes it. It never returns nil.
+func mergeLabels(labels map[string]string, patch map[string]*string) map[string]string {
+	out := maps.Clone(labels)
+	if out == nil {
+		out = make(map[string]string, len(patch))
+	}
+	for k, v := range patch {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
+		out[k] = *v
+	}
+	return out
 }
 
 // Delete removes a device and its data and drops its connection.

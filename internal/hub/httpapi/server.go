@@ -56,6 +56,8 @@ type Options struct {
 	OTA OTA
 	// Rollouts serves /rollouts; nil: not mounted.
 	Rollouts Rollouts
+	// Deploy serves /deployments and service logs; nil: not mounted.
+	Deploy Deployments
 	// Ready reports whether the hub can serve (store and broker up).
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics.
@@ -92,6 +94,7 @@ func New(opts Options) http.Handler {
 	authed.POST("/devices", a.addDevice)
 	authed.GET("/devices/:id", a.getDevice)
 	authed.DELETE("/devices/:id", a.deleteDevice)
+	authed.PATCH("/devices/:id", a.patchDevice)
 	authed.POST("/devices/:id/join-token", a.newJoinToken)
 	authed.GET("/devices/:id/telemetry", a.queryTelemetry)
 	if opts.Shadows != nil {
@@ -103,6 +106,7 @@ func New(opts Options) http.Handler {
 	if opts.Rollouts != nil {
 		a.registerRolloutRoutes(authed)
 	}
+	a.registerDeployRoutes(authed)
 	if opts.Extra != nil {
 		opts.Extra(r)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/hub/periodic"
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/prometheus/client_golang/prometheus"
@@ -568,22 +569,15 @@ func (s *Service) ExpireTimeouts(ctx context.Context, now time.Time) (int, error
 	return n, errors.Join(errs...)
 }
 
-// Run expires overdue executions every SweepInterval until ctx is done,
+// Run expires overdue executions at once and every SweepInterval until ctx is done,
 // then returns nil. It may be called once.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return ErrRunTwice
 	}
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if _, err := s.ExpireTimeouts(ctx, s.now()); err != nil && ctx.Err() == nil {
-				s.logger.Error("expiring job timeouts", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, s.interval, s.logger, "expiring job timeouts", func(ctx context.Context) error {
+		_, err := s.ExpireTimeouts(ctx, s.now())
+		return err
+	})
+	return nil
 }

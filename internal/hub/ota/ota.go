@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/hub/periodic"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -433,18 +434,10 @@ func (s *Service) RefreshTimestamp(now time.Time) error {
 
 // Run re-signs expiring metadata every RefreshInterval until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	t := time.NewTicker(RefreshInterval)
-	defer t.Stop()
-	for {
-		if err := s.RefreshTimestamp(s.now()); err != nil {
-			s.logger.Error("re-signing TUF metadata", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	periodic.Run(ctx, RefreshInterval, s.logger, "re-signing TUF metadata", func(context.Context) error {
+		return s.RefreshTimestamp(s.now())
+	})
+	return nil
 }
 
 // RoleStatus describes one role of the current metadata.

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/hub/periodic"
 	"github.com/outpost-edge/outpost/internal/rollout"
 )
 
@@ -422,18 +423,7 @@ func (s *Service) change(ctx context.Context, id string, fn func(*Rollout) error
 
 // Run advances the running rollouts every interval until ctx ends.
 func (s *Service) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("advancing rollouts", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	periodic.Run(ctx, interval, s.log, "advancing rollouts", s.Step)
 }
 
 // Step advances every running rollout once.

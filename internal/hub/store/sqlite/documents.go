@@ -67,3 +67,16 @@ func (s *Store) Documents(ctx context.Context, kind string, activeOnly bool) ([]
 	}
 	return out, rows.Err()
 }
+
+// DeleteDocument removes the document kind/id; store.ErrNotFound if there
+// is none.
+func (s *Store) DeleteDocument(ctx context.Context, kind, id string) error {
+	res, err := s.w.ExecContext(ctx, "DELETE FROM documents WHERE kind = ? AND id = ?", kind, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}

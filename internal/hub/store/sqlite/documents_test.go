@@ -51,3 +51,33 @@ func TestDocuments(t *testing.T) {
 		t.Errorf("all Documents = %q, %v; want both", docs, err)
 	}
 }
+
+func TestDeleteDocument(t *testing.T) {
+	s := open(t)
+	ctx := t.Context()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	if err := s.DeleteDocument(ctx, "deployment", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteDocument of nothing = %v, want ErrNotFound", err)
+	}
+	for _, kind := range []string{"deployment", "other"} {
+		if err := s.CreateDocument(ctx, kind, "web", []byte(`{"k":"`+kind+`"}`), true, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteDocument(ctx, "deployment", "web"); err != nil {
+		t.Fatalf("DeleteDocument: %v", err)
+	}
+	if _, err := s.Document(ctx, "deployment", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Document after delete = %v, want ErrNotFound", err)
+	}
+	if d, err := s.Document(ctx, "other", "web"); err != nil || string(d) != `{"k":"other"}` {
+		t.Errorf("the same id under another kind = %s, %v; want it kept", d, err)
+	}
+	if docs, err := s.Documents(ctx, "deployment", false); err != nil || len(docs) != 0 {
+		t.Errorf("Documents after delete = %q, %v; want none", docs, err)
+	}
+	// The id is free again.
+	if err := s.CreateDocument(ctx, "deployment", "web", []byte(`{}`), true, now); err != nil {
+		t.Errorf("CreateDocument after delete: %v", err)
+	}
+}

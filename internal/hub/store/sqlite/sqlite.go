@@ -312,6 +312,32 @@ func (s *Store) Devices(ctx context.Context) ([]store.Device, error) {
 	return out, rows.Err()
 }
 
+// UpdateDeviceLabels replaces a device's labels and returns the device as
+// stored afterwards; store.ErrNotFound if the device is unknown.
+func (s *Store) UpdateDeviceLabels(ctx context.Context, id string, labels map[string]string) (store.Device, error) {
+	b, err := json.Marshal(nonNil(labels))
+	if err != nil {
+		return store.Device{}, fmt.Errorf("encoding labels of %s: %w", id, err)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return store.Device{}, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, "UPDATE devices SET labels = ? WHERE id = ?", string(b), id)
+	if err != nil {
+		return store.Device{}, fmt.Errorf("updating labels of %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.Device{}, store.ErrNotFound
+	}
+	d, err := scanDevice(tx.QueryRowContext(ctx, "SELECT "+deviceCols+" FROM devices WHERE id = ?", id))
+	if err != nil {
+		return store.Device{}, fmt.Errorf("reading device %s: %w", id, err)
+	}
+	return d, tx.Commit()
+}
+
 // DeleteDevice removes a device, its join tokens and its telemetry.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	tx, err := s.w.BeginTx(ctx, nil)

@@ -230,6 +230,44 @@ func TestDevices(t *testing.T) {
 	}
 }
 
+func TestUpdateDeviceLabels(t *testing.T) {
+	s := open(t)
+	ctx := t.Context()
+	mustCreateDevice(t, s, "pump-7", map[string]string{"site": "x", "line": "3"})
+	mustCreateDevice(t, s, "other", map[string]string{"site": "x"})
+
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   map[string]string
+	}{
+		{"replace", map[string]string{"site": "y", "tier": "edge"}, map[string]string{"site": "y", "tier": "edge"}},
+		{"empty", map[string]string{}, map[string]string{}},
+		{"nil clears", nil, map[string]string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := s.UpdateDeviceLabels(ctx, "pump-7", tt.labels)
+			if err != nil {
+				t.Fatalf("UpdateDeviceLabels: %v", err)
+			}
+			if d.ID != "pump-7" || !d.CreatedAt.Equal(t0) || !reflect.DeepEqual(d.Labels, tt.want) {
+				t.Errorf("returned device = %+v, want labels %v", d, tt.want)
+			}
+			got, err := s.Device(ctx, "pump-7")
+			if err != nil || !reflect.DeepEqual(got, d) {
+				t.Errorf("Device after update = %+v, %v; want %+v", got, err, d)
+			}
+		})
+	}
+	if other, err := s.Device(ctx, "other"); err != nil || other.Labels["site"] != "x" || len(other.Labels) != 1 {
+		t.Errorf("other device = %+v, %v; its labels must not change", other, err)
+	}
+	if _, err := s.UpdateDeviceLabels(ctx, "nope", map[string]string{"a": "b"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateDeviceLabels(unknown) err = %v, want ErrNotFound", err)
+	}
+}
+
 func TestDeleteDevice(t *testing.T) {
 	s := open(t)
 	ctx := t.Context()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,9 +47,17 @@ func main() {
 		fmt.Println("crashing with", code)
 		os.Exit(code)
 	case "term": // term handle|ignore: wait for SIGTERM; exit 0 or ignore it.
+		// "ready" comes once SIGTERM is handled or ignored: a test that
+		// stops the workload after it must see the chosen behaviour.
+		c := make(chan os.Signal, 1)
+		if args[0] == "handle" {
+			signal.Notify(c, syscall.SIGTERM)
+		} else {
+			signal.Ignore(syscall.SIGTERM)
+		}
 		fmt.Println("ready")
 		waitTerm(args[0] == "handle")
-	case "alloc": // alloc MIB: allocate and touch MIB MiB, report, exit 0.
+	case "alloc": // alloc MIB: allocate and touch MIB MiB, report, hold it 1s, exit 0.
 		n, _ := strconv.Atoi(args[0])
 		var keep [][]byte
 		for i := 0; i < n; i++ {
@@ -59,6 +68,9 @@ func main() {
 			keep = append(keep, b)
 		}
 		fmt.Printf("allocated %d MiB\n", len(keep))
+		// Held long enough for a polling watchdog to see it.
+		time.Sleep(time.Second)
+		runtime.KeepAlive(keep)
 	case "print": // print N: print N numbered lines, then wait for SIGTERM.
 		n, _ := strconv.Atoi(args[0])
 		pad := strings.Repeat("x", 100)
