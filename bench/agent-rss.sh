@@ -5,6 +5,7 @@
 #
 #   bench/agent-rss.sh
 #   bench/agent-rss.sh --sources 50 --rate 10 --duration 120s
+#   bench/agent-rss.sh --workloads=false    # the agent without its service supervisor
 set -eu
 cd "$(dirname "$0")/.."
 exec go run ./bench/outpost-bench rss "$@"

@@ -76,6 +76,7 @@ func runRSS(ctx context.Context, args []string, w io.Writer) error {
 	sources := fs.Int("sources", 20, "simulated sensors")
 	rate := fs.Float64("rate", 10, "reads per second per sensor")
 	duration := fs.Duration("duration", 60*time.Second, "how long the agent runs")
+	workloads := fs.Bool("workloads", true, "run the agent with workloads.enabled (no services are deployed either way)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ func runRSS(ctx context.Context, args []string, w io.Writer) error {
 		srcs = append(srcs, map[string]any{"name": fmt.Sprintf("s%02d", i), "type": "sim", "interval": interval.String(),
 			"sim": map[string]any{"kind": kinds[i%3]}})
 	}
-	a, err := e.joinAgent(ctx, "rss-1", map[string]any{"sources": srcs})
+	a, err := e.joinAgent(ctx, "rss-1", map[string]any{"sources": srcs, "workloads": map[string]any{"enabled": *workloads}})
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,12 @@ package deployspec
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/lazyre"
 )
 
 // Limits of a spec, besides MaxBytes.
@@ -38,14 +39,14 @@ const (
 const ReservedEnvPrefix = "OUTPOST_"
 
 var (
-	nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	nameRE = lazyre.New(`^[a-z][a-z0-9-]*$`)
 	// artifactNameRE and versionRE mirror the hub's artifact rules
 	// (internal/hub/ota), which this package must not import.
-	artifactNameRE = regexp.MustCompile(`^[a-z0-9_-][a-z0-9._-]{0,63}$`)
-	versionRE      = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
-	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	labelKeyRE     = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,63}$`)
+	artifactNameRE = lazyre.New(`^[a-z0-9_-][a-z0-9._-]{0,63}$`)
+	versionRE      = lazyre.New(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
+	envNameRE      = lazyre.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userRE         = lazyre.New(`^[a-z_][a-z0-9_-]{0,31}$`)
+	labelKeyRE     = lazyre.New(`^[A-Za-z0-9._/-]{1,63}$`)
 )
 
 // problems collects Problems; add formats one.
@@ -64,7 +65,7 @@ func (s Spec) Validate() error {
 	switch {
 	case s.Name == "":
 		ps.add("name", "missing")
-	case len(s.Name) > MaxNameLen || !nameRE.MatchString(s.Name) || strings.HasSuffix(s.Name, "-"):
+	case len(s.Name) > MaxNameLen || !nameRE().MatchString(s.Name) || strings.HasSuffix(s.Name, "-"):
 		ps.add("name", "%q: want 1–%d of a-z 0-9 -, starting with a letter and not ending with -", s.Name, MaxNameLen)
 	}
 	validateArtifact(&ps, s.Artifact)
@@ -100,9 +101,9 @@ func validateArtifact(ps *problems, a string) {
 	switch {
 	case !ok:
 		ps.add("artifact", "%q: want NAME@VERSION, e.g. thermo-api@1.2.0", a)
-	case !artifactNameRE.MatchString(name):
+	case !artifactNameRE().MatchString(name):
 		ps.add("artifact", "%q: name %q must be 1–64 of a-z 0-9 . _ -, not starting with .", a, name)
-	case len(version) > 64 || !versionRE.MatchString(version):
+	case len(version) > 64 || !versionRE().MatchString(version):
 		ps.add("artifact", "%q: version %q must be a semantic version MAJOR.MINOR.PATCH[-pre]", a, version)
 	}
 }
@@ -133,7 +134,7 @@ func validateEnv(ps *problems, env map[string]string) {
 	for _, k := range sortedKeys(env) {
 		v, p := env[k], "env."+k
 		switch {
-		case len(k) > MaxEnvNameLen || !envNameRE.MatchString(k):
+		case len(k) > MaxEnvNameLen || !envNameRE().MatchString(k):
 			ps.add(p, "%q is not a valid variable name: letters, digits and _, not starting with a digit, at most %d", k, MaxEnvNameLen)
 		case strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix):
 			ps.add(p, "names starting with %s are reserved for the agent", ReservedEnvPrefix)
@@ -177,7 +178,7 @@ func validateUser(ps *problems, u string) {
 	switch {
 	case u == "root":
 		ps.add("user", "%q: must be an unprivileged user", u)
-	case !userRE.MatchString(u):
+	case !userRE().MatchString(u):
 		ps.add("user", "%q: want a user name (1–32 of a-z 0-9 _ -, not starting with a digit or -) or a numeric uid", u)
 	}
 }
@@ -256,7 +257,7 @@ func validateSelector(ps *problems, sel map[string]string) {
 	}
 	for _, k := range sortedKeys(sel) {
 		p := "selector." + k
-		if !labelKeyRE.MatchString(k) {
+		if !labelKeyRE().MatchString(k) {
 			ps.add(p, "%q is not a label key: 1–%d of A-Z a-z 0-9 - _ . /", k, MaxLabelKeyLen)
 		}
 		if v := sel[k]; len(v) > MaxLabelValueLen {

@@ -5,9 +5,10 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/lazyre"
 )
 
 // OTA configures over-the-air updates (key ota): which artifacts this device
@@ -74,7 +75,7 @@ func (f OTAFile) Timeout() time.Duration {
 	return f.PostInstallTimeout.D()
 }
 
-var artifactNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+var artifactNameRE = lazyre.New(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 func (o OTA) validate() []error {
 	var errs []error
@@ -88,7 +89,7 @@ func (o OTA) validate() []error {
 	}
 	for name, f := range o.Files {
 		key := "ota.files." + name
-		if !artifactNameRE.MatchString(name) {
+		if !artifactNameRE().MatchString(name) {
 			errs = append(errs, fmt.Errorf("%s: artifact names are 1–64 of a-z 0-9 . _ -", key))
 		}
 		if f.Path == "" || !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path {

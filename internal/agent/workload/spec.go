@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/lazyre"
 )
 
 // Limits on a Spec: it arrives from the hub, so every part is bounded.
@@ -144,9 +145,9 @@ type Restart struct {
 }
 
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	userRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$|^[0-9]{1,10}$`)
-	envRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	nameRE = lazyre.New(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	userRE = lazyre.New(`^[a-z_][a-z0-9_-]{0,31}\$?$|^[0-9]{1,10}$`)
+	envRE  = lazyre.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Validate reports every problem of s at once (errors.Join), each wrapping
@@ -156,7 +157,7 @@ func (s *Spec) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: workload %q: %s", ErrInvalidSpec, s.Name, fmt.Sprintf(format, args...)))
 	}
-	if !nameRE.MatchString(s.Name) {
+	if !nameRE().MatchString(s.Name) {
 		bad("name must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
 	}
 	if len(s.Version) > 128 {
@@ -182,7 +183,7 @@ func (s *Spec) Validate() error {
 		bad("%d env variables, at most %d", len(s.Env), MaxEnv)
 	}
 	for k, v := range s.Env {
-		if !envRE.MatchString(k) || len(k) > 256 {
+		if !envRE().MatchString(k) || len(k) > 256 {
 			bad("env name %q is not a valid variable name", k)
 		}
 		if len(v) > MaxStringLen || strings.IndexByte(v, 0) >= 0 {
@@ -191,7 +192,7 @@ func (s *Spec) Validate() error {
 	}
 	if s.User != "" {
 		switch {
-		case !userRE.MatchString(s.User):
+		case !userRE().MatchString(s.User):
 			bad("user %q is not a user name or uid", s.User)
 		case s.User == "root" || strings.Trim(s.User, "0") == "" && s.User[0] == '0':
 			bad("user %q is root; use an unprivileged user or leave it empty", s.User)
