@@ -7,7 +7,8 @@ import (
 )
 
 // TestImportsStayLight checks that the package, which the agent imports,
-// depends on nothing outside the standard library but yaml and rollout.
+// depends on nothing outside the standard library but yaml, rollout and
+// lazyre.
 func TestImportsStayLight(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go command")
@@ -19,6 +20,7 @@ func TestImportsStayLight(t *testing.T) {
 	allowed := map[string]bool{
 		"github.com/outpost-edge/outpost/internal/deployspec": true,
 		"github.com/outpost-edge/outpost/internal/rollout":    true,
+		"github.com/outpost-edge/outpost/internal/lazyre":     true,
 		"go.yaml.in/yaml/v3": true,
 	}
 	for _, p := range strings.Fields(string(out)) {
