@@ -202,6 +202,20 @@ func TestDeployRolling(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Labels move the service: db-1 gains app=web and gets the version
+	// that last completed; web-3 loses it and stops the service.
+	h.cli(t, "devices", "label", "db-1", "app=web")
+	h.cli(t, "devices", "label", "web-3", "app-")
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if body, err := get(fmt.Sprintf("http://127.0.0.5:%d/", port)); err != nil || !strings.Contains(body, "websvc 1.0.0 on db-1") {
+			return fmt.Errorf("db-1: %q, %v; want v1 serving after the label change", body, err)
+		}
+		if _, err := get(fmt.Sprintf("http://%s:%d/", addrs["web-3"], port)); err == nil {
+			return errors.New("web-3 still serves after losing its label")
+		}
+		return nil
+	})
 }
 
 // startedAt matches the line websvc prints when it starts.
