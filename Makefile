@@ -25,7 +25,9 @@ demo: build ## run a hub with 3 simulated devices on the embedded defaults
 
 proto: ## regenerate gen/ from proto/ (needs protoc: apt-get install protobuf-compiler)
 	protoc -I proto --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
-		--go_out=. --go_opt=module=github.com/outpost-edge/outpost proto/outpost/v1/*.proto
+		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
+		--go_out=. --go_opt=module=github.com/outpost-edge/outpost \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/outpost-edge/outpost proto/outpost/v1/*.proto
 
 proto-check: proto ## fail if the generated code differs from what proto/ produces
 	@git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make proto' and commit" >&2; exit 1)
