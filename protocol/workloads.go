@@ -63,6 +63,10 @@ type WorkloadReport struct {
 	Error string `json:"error,omitempty"`
 	// Since is when State last changed, in Unix milliseconds.
 	Since int64 `json:"since,omitempty"`
+	// Address is where other devices reach the device's services (the
+	// agent's workloads.advertise_address): the hub registers the
+	// service's instance at Address and the spec's first port.
+	Address string `json:"address,omitempty"`
 }
 
 // WorkloadExit is how a workload's process ended.

@@ -570,6 +570,7 @@ func (a *Agent) startWorkloads() error {
 		DeviceID:   a.cfg.DeviceID,
 		DataDir:    a.opts.DataDir,
 		Address:    wc.Address,
+		Advertise:  wc.Advertised(),
 		Supervisor: sup,
 		Publish:    a.publish,
 		Fetch:      a.fetchService,

@@ -52,6 +52,8 @@ type workloadsOptions struct {
 	DataDir string
 	// Address is what services get in OUTPOST_ADDRESS.
 	Address string
+	// Advertise is the address reported for the hub's registry.
+	Advertise string
 	// Supervisor runs the services; the reconciler applies the whole set.
 	Supervisor *workload.Supervisor
 	// Publish publishes at QoS 1 and fails while the agent is offline.
@@ -642,7 +644,7 @@ func (w *workloads) reports() map[string]protocol.WorkloadReport {
 	now := protocol.UnixMs(w.opts.Now())
 	out := make(map[string]protocol.WorkloadReport, len(w.desired))
 	for name, d := range w.desired {
-		r := protocol.WorkloadReport{Revision: d.Revision}
+		r := protocol.WorkloadReport{Revision: d.Revision, Address: w.opts.Advertise}
 		run, running := w.applied[name]
 		st, hasSt := status[name]
 		if running && hasSt {

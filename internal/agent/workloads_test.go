@@ -147,7 +147,7 @@ func startRec(t *testing.T, dir string, o recOptions) *rec {
 		o.fetch = func(context.Context, string, string) (string, error) { return "", errors.New("no fetch in this test") }
 	}
 	w, err := newWorkloads(workloadsOptions{
-		DeviceID: device, DataDir: dir, Address: "127.0.0.1", Supervisor: sup, Publish: up.publish, Fetch: o.fetch,
+		DeviceID: device, DataDir: dir, Address: "127.0.0.1", Advertise: "pump-7.lan", Supervisor: sup, Publish: up.publish, Fetch: o.fetch,
 		Logger: log, ReportInterval: 20 * time.Millisecond, RetryMin: o.retryMin, RetryMax: o.retryMin,
 	})
 	if err != nil {
@@ -262,7 +262,7 @@ func TestWorkloadsDesiredRunsAndIsReported(t *testing.T) {
 	pid := r.pid(t, "thermo-api")
 	all := r.waitReport(t, reportIs("thermo-api", d.Revision, "running"))
 	got := all["thermo-api"]
-	if got.Version != "1.0.0" || !got.Healthy || got.Since == 0 || got.Limits != "" || got.Error != "" {
+	if got.Version != "1.0.0" || got.Address != "pump-7.lan" || !got.Healthy || got.Since == 0 || got.Limits != "" || got.Error != "" {
 		t.Errorf("report = %+v", got)
 	}
 	testutil.Eventually(t, wlWait, func() error {
