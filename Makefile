@@ -23,11 +23,11 @@ test: ## run the whole test suite (race detector on), and the agent's CoAP trans
 demo: build ## run a hub with 3 simulated devices on the embedded defaults
 	./bin/outpost demo $(DEMOFLAGS)
 
-proto: ## regenerate gen/ from proto/ (needs protoc: apt-get install protobuf-compiler)
+proto: ## regenerate gen/ from proto/ (outpost/v1: the device wire format; outpost/api/v1: the gRPC API, kept apart so the agent links no gRPC) (needs protoc: apt-get install protobuf-compiler)
 	protoc -I proto --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 		--plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
 		--go_out=. --go_opt=module=github.com/outpost-edge/outpost \
-		--go-grpc_out=. --go-grpc_opt=module=github.com/outpost-edge/outpost proto/outpost/v1/*.proto
+		--go-grpc_out=. --go-grpc_opt=module=github.com/outpost-edge/outpost proto/outpost/v1/*.proto proto/outpost/api/v1/*.proto
 
 proto-check: proto ## fail if the generated code differs from what proto/ produces
 	@git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make proto' and commit" >&2; exit 1)

@@ -260,12 +260,12 @@ func decodeJSON(payload []byte) (*outpostv1.TelemetryBatch, error) {
 	b := &outpostv1.TelemetryBatch{Device: jb.Device, SeqFirst: jb.SeqFirst, Points: make([]*outpostv1.Point, 0, len(jb.Points))}
 	for i, jp := range jb.Points {
 		p := &outpostv1.Point{Sensor: jp.Sensor}
-		ts, err := parseJSONTime(jp.TS)
+		ts, err := ParseJSONTime(jp.TS)
 		if err != nil {
 			return nil, errorf(CodeBadTimestamp, "point %d: %v", i, err)
 		}
 		p.TsUnixMs = ts
-		if err := setJSONValue(p, jp.Value); err != nil {
+		if err := SetJSONValue(p, jp.Value); err != nil {
 			return nil, errorf(CodeBadValue, "point %d: %v", i, err)
 		}
 		b.Points = append(b.Points, p)
@@ -273,7 +273,9 @@ func decodeJSON(payload []byte) (*outpostv1.TelemetryBatch, error) {
 	return b, nil
 }
 
-func parseJSONTime(raw json.RawMessage) (int64, error) {
+// ParseJSONTime reads a JSON timestamp as the JSON telemetry form writes
+// it: milliseconds since the Unix epoch or an RFC 3339 string.
+func ParseJSONTime(raw json.RawMessage) (int64, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, fmt.Errorf("ts is missing")
 	}
@@ -295,7 +297,9 @@ func parseJSONTime(raw json.RawMessage) (int64, error) {
 	return ms, nil
 }
 
-func setJSONValue(p *outpostv1.Point, raw json.RawMessage) error {
+// SetJSONValue sets p's value from a JSON number, string or boolean, the
+// values a telemetry point carries.
+func SetJSONValue(p *outpostv1.Point, raw json.RawMessage) error {
 	if len(raw) == 0 || string(raw) == "null" {
 		return fmt.Errorf("value is missing")
 	}

@@ -152,7 +152,7 @@ func (e *env) startHub(ctx context.Context) error {
 // time, logs the CLI in; later calls restart it on the same data.
 func (e *env) startHubAt(ctx context.Context, httpAddr, mqttAddr string) error {
 	e.hubData = filepath.Join(e.dir, "hub-data")
-	d, err := e.spawn(e.outpost, fmt.Sprintf("hub-%d.log", len(e.daemons)), "hub", "--data", e.hubData, "--http", httpAddr, "--mqtt", mqttAddr)
+	d, err := e.spawn(e.outpost, fmt.Sprintf("hub-%d.log", len(e.daemons)), "hub", "--data", e.hubData, "--http", httpAddr, "--mqtt", mqttAddr, "--grpc", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}

@@ -149,8 +149,9 @@ type Agent struct {
 	spool  atomic.Pointer[spool.Spool]
 	uplink atomic.Pointer[uplink.Uplink]
 
-	httpMu   sync.Mutex // guards httpAddr
+	httpMu   sync.Mutex // guards httpAddr and apiAddr
 	httpAddr string
+	apiAddr  string
 }
 
 // New checks cfg and opts and builds an agent; nothing runs until Run.
@@ -420,12 +421,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.httpAddr = ln.Addr().String()
 		a.httpMu.Unlock()
 	}
+	api, err := a.openAPI()
+	if err != nil {
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return err
+	}
+	if api != nil {
+		defer api.close(a.log)
+	}
 
 	a.running.Store(true)
 	defer a.running.Store(false)
 	st := sp.Stats()
 	a.log.Info("agent starting", "version", a.opts.Version, "broker", a.cfg.MQTT.URL, "sources", len(a.cfg.Sources),
-		"spool", a.spoolPath(), "spool_points", st.Points, "next_seq", st.NextSeq, "http", a.HTTPAddr())
+		"spool", a.spoolPath(), "spool_points", st.Points, "next_seq", st.NextSeq, "http", a.HTTPAddr(), "api", a.APIAddr())
 
 	g, gctx := errgroup.WithContext(ctx)
 	// Later stages outlive earlier ones: the spool's writer stops after the
@@ -448,6 +459,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.workloads != nil {
 		g.Go(func() error { return a.supervisor.Run(gctx) })
 		g.Go(func() error { return a.workloads.Run(gctx) })
+	}
+	if api != nil {
+		api.serve(gctx, g, a.log)
 	}
 	if ln != nil {
 		srv := &http.Server{

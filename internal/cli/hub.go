@@ -38,7 +38,11 @@ listener (--mqtt) with the credentials they get from "outpost-agent join".`,
 			if pw, ok := h.GeneratedAdminPassword(); ok && pw != "" {
 				fmt.Fprintf(g.stderr, "First start: the admin password was generated and written to %s/%s\n", cfg.DataDir, hub.AdminPasswordFileName)
 			}
-			fmt.Fprintf(g.stderr, "Outpost hub: API %s, MQTT %s, data %s\n", h.HTTPURL(), h.MQTTURL(), cfg.DataDir)
+			grpcNote := ""
+			if t := h.GRPCTarget(); t != "" {
+				grpcNote = ", gRPC " + t
+			}
+			fmt.Fprintf(g.stderr, "Outpost hub: API %s, MQTT %s, data %s%s\n", h.HTTPURL(), h.MQTTURL(), cfg.DataDir, grpcNote)
 			return h.Run(cmd.Context())
 		},
 	}
@@ -46,6 +50,8 @@ listener (--mqtt) with the credentials they get from "outpost-agent join".`,
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (database, generated admin password)")
 	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "REST API listen address")
 	f.StringVar(&cfg.MQTTAddr, "mqtt", cfg.MQTTAddr, "embedded MQTT broker listen address")
+	f.StringVar(&cfg.GRPCAddr, "grpc", hub.DefaultGRPCAddr, `gRPC API listen address; "" or "off" disables it`)
+	f.StringVar(&cfg.Registry, "registry", cfg.Registry, `service registry backend: "" (the hub's store) or etcd://HOST:PORT[/PREFIX]`)
 	f.StringVar(&cfg.CoAPAddr, "coap", cfg.CoAPAddr, "UDP listen address of the CoAP transport for OTA metadata and artifacts, e.g. :5683 (default: off)")
 	f.StringVar(&cfg.AdminPasswordFile, "admin-password-file", "", "file holding the admin password (default: generate one on first start)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "hub URL as devices reach it (default: the Host of each request)")

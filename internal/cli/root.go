@@ -52,6 +52,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		newRolloutsCmd(g),
 		newDeployCmd(g),
 		newLogsCmd(g),
+		newServicesCmd(g),
 	)
 	return root
 }

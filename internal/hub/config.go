@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/hub/registry"
 )
 
 // Config is the hub's configuration. Every field is also a flag of
@@ -33,10 +35,25 @@ type Config struct {
 	// CoAPAddr is the UDP listen address of the CoAP transport of the TUF
 	// repository (docs/ota.md), e.g. ":5683". Empty: CoAP is off.
 	CoAPAddr string
+	// GRPCAddr is the listen address of the gRPC API (docs/grpc.md); "" or
+	// "off": no gRPC API. Default leaves it off so that in-process hubs
+	// (tests, the demo) take no fixed port; `outpost hub --grpc` defaults
+	// to DefaultGRPCAddr.
+	GRPCAddr string
+	// Registry is where the service registry keeps its instances
+	// (docs/registry.md): "" or "builtin" for the hub's own store,
+	// "etcd://HOST:PORT[,HOST:PORT…][/PREFIX]" for an etcd cluster.
+	Registry string
 	// MaxArtifactBytes bounds an artifact published with `outpost artifacts
 	// publish` (docs/ota.md); larger uploads get 413.
 	MaxArtifactBytes int64
 }
+
+// DefaultGRPCAddr is the default of `outpost hub --grpc`.
+const DefaultGRPCAddr = ":9090"
+
+// grpcEnabled reports whether GRPCAddr asks for a gRPC listener.
+func (c Config) grpcEnabled() bool { return c.GRPCAddr != "" && c.GRPCAddr != "off" }
 
 // Default returns the configuration `outpost hub` starts with.
 func Default() Config {
@@ -68,6 +85,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("session lifetime %s is under a minute", c.SessionTTL))
+	}
+	if _, err := registry.ParseRegistryURL(c.Registry); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxArtifactBytes < 0 {
 		errs = append(errs, fmt.Errorf("artifact size limit %d is negative", c.MaxArtifactBytes))

@@ -19,14 +19,18 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/coapsrv"
 	"github.com/outpost-edge/outpost/internal/hub/deploy"
 	"github.com/outpost-edge/outpost/internal/hub/device"
+	"github.com/outpost-edge/outpost/internal/hub/grpcapi"
 	"github.com/outpost-edge/outpost/internal/hub/httpapi"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
 	"github.com/outpost-edge/outpost/internal/hub/jobs"
+	"github.com/outpost-edge/outpost/internal/hub/livefeed"
 	"github.com/outpost-edge/outpost/internal/hub/ota"
+	"github.com/outpost-edge/outpost/internal/hub/registry"
 	"github.com/outpost-edge/outpost/internal/hub/rollouts"
 	"github.com/outpost-edge/outpost/internal/hub/shadow"
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
+	"github.com/outpost-edge/outpost/internal/hub/svcsync"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -71,6 +75,16 @@ type Hub struct {
 	httpSrv  *http.Server
 	// coap serves the TUF repository over CoAP; nil when CoAPAddr is empty.
 	coap *coapsrv.Server
+	// registry is the service registry over registryBackend (--registry);
+	// svcsync registers the services deployed to devices in it.
+	registry        *registry.Service
+	registryBackend registry.Backend
+	svcsync         *svcsync.Syncer
+	// feed fans stored telemetry out to gRPC subscribers.
+	feed *livefeed.Feed
+	// grpc and grpcLn serve the gRPC API; nil when GRPCAddr is off.
+	grpc   *grpcapi.Server
+	grpcLn net.Listener
 
 	// adminPassword is set when this start generated the password.
 	adminPassword string
@@ -116,6 +130,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h.ingest = ingest.NewService(h.store, logger, reg)
+	h.feed = livefeed.New(0)
+	h.ingest.SetPublisher(h.feed)
 	h.devices = device.NewService(h.store, cfg.JoinTokenTTL, logger)
 	h.broker, err = broker.New(broker.Options{
 		Addr: cfg.MQTTAddr, Auth: h.devices, Presence: h.devices, Ingest: h.ingest, Logger: logger, Registry: reg,
@@ -125,6 +141,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 	}
 	h.devices.SetDisconnector(h.broker)
 	h.shadows = shadow.NewService(h.store, h.broker, logger, reg)
+	if err := h.openRegistry(ctx, logger); err != nil {
+		return nil, err
+	}
 	if err := h.broker.Subscribe(protocol.ShadowFilter, shadowSubscriptionID, func(topic string, payload []byte) {
 		h.shadows.HandleMQTT(h.ctx, topic, payload)
 	}); err != nil {
@@ -159,6 +178,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 	handler := httpapi.New(httpapi.Options{
 		Devices: h.devices, Auth: authSvc, Telemetry: h.store, Shadows: h.shadows, OTA: h.ota, Rollouts: h.rollouts,
 		Deploy:    h.deploy,
+		Registry:  h.registry,
+		Services:  deviceServices{h.registry},
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
@@ -168,12 +189,76 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
 	h.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if cfg.grpcEnabled() {
+		if h.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
+		}
+		gopts := grpcapi.Options{Auth: authSvc, Devices: h.devices, Telemetry: h.store, Feed: h.feed, Shadows: h.shadows, Logger: logger}
+		if h.registry != nil {
+			gopts.Registry = h.registry
+		}
+		h.grpc = grpcapi.New(gopts)
+	}
 	if cfg.CoAPAddr != "" {
 		if h.coap, err = coapsrv.Listen(coapsrv.Options{Addr: cfg.CoAPAddr, Files: h.ota, Devices: h.devices, Logger: logger}); err != nil {
 			return nil, err
 		}
 	}
 	return h, nil
+}
+
+// openRegistry opens the service registry's backend (cfg.Registry) and
+// the Syncer that registers the services deployed to devices; the Syncer
+// hears of every change of a workloads shadow.
+func (h *Hub) openRegistry(ctx context.Context, logger *slog.Logger) (err error) {
+	if h.registryBackend, err = registry.Open(ctx, h.cfg.Registry, h.store); err != nil {
+		return fmt.Errorf("opening the service registry: %w", err)
+	}
+	if h.registry, err = registry.New(registry.Options{Backend: h.registryBackend, Logger: logger}); err != nil {
+		return err
+	}
+	h.svcsync, err = svcsync.New(svcsync.Options{
+		Registry: h.registry, Shadows: h.shadows, Devices: syncDevices{h.devices}, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	h.shadows.OnChange(h.svcsync.Notify)
+	return nil
+}
+
+// syncDevices is the device service as the service sync uses it.
+type syncDevices struct{ d *device.Service }
+
+func (s syncDevices) All(ctx context.Context) ([]svcsync.Device, error) {
+	ds, err := s.d.List(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]svcsync.Device, len(ds))
+	for i, d := range ds {
+		out[i] = svcsync.Device{ID: d.ID, Online: d.Online}
+	}
+	return out, nil
+}
+
+// deviceServices answers devices' service lookups from the registry: the
+// passing instances. A name the registry refuses has no instances.
+type deviceServices struct{ r *registry.Service }
+
+func (s deviceServices) Resolve(ctx context.Context, service string, tags []string) ([]httpapi.ServiceInstance, error) {
+	ins, err := s.r.Resolve(ctx, service, registry.ResolveOptions{Tags: tags})
+	if errors.Is(err, registry.ErrInvalid) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]httpapi.ServiceInstance, len(ins))
+	for i, in := range ins {
+		out[i] = httpapi.ServiceInstance{ID: in.ID, Address: in.Address, Port: in.Port, Tags: in.Tags, Meta: in.Meta, Health: string(in.Health)}
+	}
+	return out, nil
 }
 
 // ensureAdmin creates the admin user on first start, with the password from
@@ -243,6 +328,23 @@ func (h *Hub) coapAddr() string {
 	return h.coap.Addr().String()
 }
 
+// GRPCAddr is the bound gRPC API address, or "" when it is off.
+func (h *Hub) GRPCAddr() string {
+	if h.grpcLn == nil {
+		return ""
+	}
+	return h.grpcLn.Addr().String()
+}
+
+// GRPCTarget is the gRPC API's host:port reachable from this machine (as
+// grpcurl takes it), or "" when it is off.
+func (h *Hub) GRPCTarget() string {
+	if h.grpcLn == nil {
+		return ""
+	}
+	return loopbackIfUnspecified(h.GRPCAddr())
+}
+
 // MQTTAddr is the bound MQTT address.
 func (h *Hub) MQTTAddr() string { return h.broker.Addr() }
 
@@ -299,13 +401,18 @@ func (h *Hub) Run(ctx context.Context) error {
 	if h.coap != nil {
 		g.Go(func() error { return h.coap.Run(gctx) })
 	}
+	g.Go(func() error { return h.registry.Run(gctx) })
+	g.Go(func() error { return h.svcsync.Run(gctx) })
+	if h.grpc != nil {
+		g.Go(func() error { return h.grpc.Run(gctx, h.grpcLn) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		return h.httpSrv.Shutdown(sctx)
 	})
-	h.logger.Info("hub running", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "coap", h.coapAddr(), "data", h.cfg.DataDir)
+	h.logger.Info("hub running", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "coap", h.coapAddr(), "grpc", h.GRPCAddr(), "data", h.cfg.DataDir)
 	err := g.Wait()
 	stopIngest()
 	if ierr := <-ingestDone; err == nil {
@@ -326,6 +433,14 @@ func (h *Hub) close() {
 		}
 		if h.coap != nil {
 			h.coap.Close()
+		}
+		if h.grpcLn != nil {
+			h.grpcLn.Close()
+		}
+		if h.registryBackend != nil {
+			if err := h.registryBackend.Close(); err != nil {
+				h.logger.Error("closing the registry backend", "err", err)
+			}
 		}
 		if h.store != nil {
 			if err := h.store.Close(); err != nil {

@@ -138,7 +138,7 @@ var hubLine = regexp.MustCompile(`Outpost hub: API (http://\S+), MQTT mqtt://(\S
 func startHub(t *testing.T) *hubProc {
 	t.Helper()
 	data := filepath.Join(t.TempDir(), "hub-data")
-	p := start(t, nil, bin.outpost, "hub", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
+	p := start(t, nil, bin.outpost, "hub", "--data", data, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--grpc", "127.0.0.1:0")
 	h := &hubProc{proc: p, data: data}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		m := hubLine.FindStringSubmatch(p.output())

@@ -46,7 +46,7 @@ func freeAddr(t *testing.T) string {
 // in the data directory.
 func startHubAt(t *testing.T, data, httpAddr, mqttAddr string, env []string) *hubProc {
 	t.Helper()
-	p := start(t, nil, bin.outpost, "hub", "--data", data, "--http", httpAddr, "--mqtt", mqttAddr)
+	p := start(t, nil, bin.outpost, "hub", "--data", data, "--http", httpAddr, "--mqtt", mqttAddr, "--grpc", "127.0.0.1:0")
 	h := &hubProc{proc: p, data: data, env: env}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		m := hubLine.FindStringSubmatch(p.output())

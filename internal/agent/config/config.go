@@ -52,6 +52,8 @@ type Config struct {
 	OTA OTA `yaml:"ota,omitempty"`
 	// Workloads configures the services the hub deploys (key workloads).
 	Workloads Workloads `yaml:"workloads"`
+	// API is the local API for edge apps (key api).
+	API API `yaml:"api"`
 }
 
 // MQTT configures the connection to the broker.
@@ -160,6 +162,7 @@ func Default() Config {
 		Spool:     DefaultSpool(),
 		Collect:   DefaultCollect(),
 		Workloads: DefaultWorkloads(),
+		API:       DefaultAPI(),
 	}
 }
 
@@ -241,6 +244,7 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Workloads.validate()...)
 	}
 
+	errs = append(errs, c.API.validate()...)
 	if c.HTTP.Listen != "" {
 		if err := checkLoopback(c.HTTP.Listen); err != nil {
 			add("http.listen: %w", err)
@@ -310,11 +314,12 @@ var envKeys = []struct {
 	{"OUTPOST_AGENT_MQTT_USERNAME", func(c *Config, v string) { c.MQTT.Username = v }},
 	{"OUTPOST_AGENT_MQTT_PASSWORD", func(c *Config, v string) { c.MQTT.Password = v }},
 	{"OUTPOST_AGENT_HTTP_LISTEN", func(c *Config, v string) { c.HTTP.Listen = v }},
+	{"OUTPOST_AGENT_API_LISTEN", func(c *Config, v string) { c.API.Listen = v }},
 }
 
 // ApplyEnv overrides keys from the environment variables
 // OUTPOST_AGENT_DEVICE_ID, _HUB_URL, _MQTT_URL, _MQTT_USERNAME,
-// _MQTT_PASSWORD and _HTTP_LISTEN; lookup is os.LookupEnv or a fake. A
+// _MQTT_PASSWORD, _HTTP_LISTEN and _API_LISTEN; lookup is os.LookupEnv or a fake. A
 // variable that is set, even to "", overrides.
 func (c *Config) ApplyEnv(lookup func(string) (string, bool)) {
 	for _, k := range envKeys {

@@ -260,11 +260,19 @@ func validate(cfg config.Config, s Settings) map[string]string {
 
 // parse turns desired into leaves, recording unknown keys and values of
 // the wrong type in errs.
+// AppKey is the desired key that holds the device's apps' configuration;
+// the agent leaves it to them (docs/agent-api.md).
+const AppKey = "app"
+
 func parse(base Settings, desired map[string]any, errs map[string]string) []leaf {
 	var out []leaf
 	for _, k := range slices.Sorted(maps.Keys(desired)) {
 		v := desired[k]
 		switch k {
+		case AppKey:
+			// The apps' own configuration: served to them by the local
+			// API (GET /v1/config), not applied by the agent.
+			continue
 		case "log_level":
 			s, ok := v.(string)
 			var lvl slog.Level

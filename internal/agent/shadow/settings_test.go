@@ -30,7 +30,7 @@ func decode(t *testing.T, s string) map[string]any {
 func TestResolveAppliesEveryKey(t *testing.T) {
 	cfg := testConfig()
 	base := Baseline(cfg, slog.LevelInfo)
-	desired := decode(t, `{"log_level":"debug","telemetry":{"qos":0},
+	desired := decode(t, `{"log_level":"debug","telemetry":{"qos":0},"app":{"threshold":3,"mode":"eco"},
 		"spool":{"max_bytes":"32MiB","max_age":"24h","overflow":"block"},
 		"sources":{"temperature":{"interval":"200ms","enabled":false,
 			"report":{"strategy":"on_change","deadband":0.5,"deadband_percent":2,"max_interval":"1m"}},

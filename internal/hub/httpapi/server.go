@@ -58,6 +58,11 @@ type Options struct {
 	Rollouts Rollouts
 	// Deploy serves /deployments and service logs; nil: not mounted.
 	Deploy Deployments
+	// Services answers devices' service lookups at
+	// /api/v1/device/services/{name}; nil: not mounted.
+	Services ServiceResolver
+	// Registry serves /services, the service registry; nil: not mounted.
+	Registry ServiceRegistry
 	// Ready reports whether the hub can serve (store and broker up).
 	Ready func(ctx context.Context) error
 	// Metrics serves /metrics.
@@ -89,6 +94,7 @@ func New(opts Options) http.Handler {
 	v1 := r.Group("/api/v1")
 	v1.POST("/auth/login", a.login)
 	v1.POST("/join", a.join)
+	a.registerDeviceServiceRoutes(v1)
 	authed := v1.Group("", a.requireAuth)
 	authed.GET("/devices", a.listDevices)
 	authed.POST("/devices", a.addDevice)
@@ -107,6 +113,7 @@ func New(opts Options) http.Handler {
 		a.registerRolloutRoutes(authed)
 	}
 	a.registerDeployRoutes(authed)
+	a.registerServiceRoutes(authed)
 	if opts.Extra != nil {
 		opts.Extra(r)
 	}

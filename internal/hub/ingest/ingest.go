@@ -23,6 +23,14 @@ type Store interface {
 	InsertPoints(ctx context.Context, points []store.Point, seen time.Time) (int, error)
 }
 
+// Publisher receives the points of every committed group of batches
+// (package livefeed's Feed). Publish is called from the writer goroutine:
+// it must not block, and must not keep points after it returns (the
+// writer reuses the slice).
+type Publisher interface {
+	Publish(points []store.Point)
+}
+
 // maxPointsPerCommit caps one transaction so that a burst cannot hold the
 // writer (and every waiting device) for long.
 const maxPointsPerCommit = 50_000
@@ -35,6 +43,8 @@ type Service struct {
 	reqs    chan *request
 	stopped chan struct{}
 	now     func() time.Time
+	// pub, if not nil, gets every committed group; set before Run.
+	pub Publisher
 
 	batches  *prometheus.CounterVec
 	points   *prometheus.CounterVec
@@ -73,6 +83,12 @@ func NewService(st Store, logger *slog.Logger, reg prometheus.Registerer) *Servi
 	reg.MustRegister(s.batches, s.points, s.rejected, s.commit)
 	return s
 }
+
+// SetPublisher makes the writer hand the points of every committed group
+// to p. Call it before Run. A group whose points were all stored before
+// (a redelivery) is not published; a group with some new points is
+// published whole, so subscribers see points at least once.
+func (s *Service) SetPublisher(p Publisher) { s.pub = p }
 
 // Result says what happened to an accepted batch.
 type Result struct {
@@ -188,6 +204,9 @@ func (s *Service) write(ctx context.Context, group []*request, points []store.Po
 	} else {
 		s.points.WithLabelValues("stored").Add(float64(stored))
 		s.points.WithLabelValues("duplicate").Add(float64(len(points) - stored))
+		if s.pub != nil && stored > 0 {
+			s.pub.Publish(points)
+		}
 	}
 	for _, r := range group {
 		r.done <- err

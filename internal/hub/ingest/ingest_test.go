@@ -173,3 +173,59 @@ func TestHandleAfterStopFails(t *testing.T) {
 		t.Fatalf("Handle after stop = %v, want ErrStopped", err)
 	}
 }
+
+// recorder is a Publisher that keeps copies of what it was given.
+type recorder struct {
+	mu     sync.Mutex
+	groups [][]store.Point
+}
+
+func (r *recorder) Publish(pts []store.Point) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.groups = append(r.groups, append([]store.Point(nil), pts...))
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.groups)
+}
+
+func TestPublishesCommittedBatches(t *testing.T) {
+	tests := []struct {
+		name      string
+		fail      error
+		published int
+	}{
+		{"committed", nil, 1},
+		{"store failed", errors.New("disk full"), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			s := NewService(&fakeStore{fail: tt.fail}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			s.SetPublisher(rec)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			_, err := s.Handle(context.Background(), "d", payload(t, 7), "")
+			if (err == nil) != (tt.fail == nil) {
+				t.Fatalf("Handle = %v", err)
+			}
+			// The writer publishes before it answers Handle.
+			if got := rec.count(); got != tt.published {
+				t.Fatalf("%d groups published, want %d", got, tt.published)
+			}
+			if tt.published > 0 {
+				if p := rec.groups[0][0]; p.DeviceID != "d" || p.Seq != 7 {
+					t.Errorf("published %+v, want device d seq 7", p)
+				}
+			}
+		})
+	}
+}

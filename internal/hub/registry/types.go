@@ -62,7 +62,10 @@ type Instance struct {
 	Check *Check `json:"check,omitempty"`
 	// ExpiresAt is when a SourceTTL instance turns critical unless renewed.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	UpdatedAt time.Time `json:"updated_at"`
+	// CriticalSince is when the instance last turned critical; zero while
+	// it is not. Options.DeregisterCriticalAfter counts from it.
+	CriticalSince time.Time `json:"critical_since,omitzero"`
+	UpdatedAt     time.Time `json:"updated_at"`
 }
 
 // Key returns the instance's key in its backend: SERVICE/ID.

@@ -59,6 +59,9 @@ type Service struct {
 	// out in version order) to each shadow; a shadow maps to one of them by
 	// hash.
 	locks [64]sync.Mutex
+	// onChange is called after every accepted update or delete; set
+	// before the Service is used (OnChange), read-only afterwards.
+	onChange func(deviceID, name string)
 
 	updates  prometheus.Counter
 	rejected *prometheus.CounterVec
@@ -82,6 +85,13 @@ func NewService(st Store, pub Publisher, logger *slog.Logger, reg prometheus.Reg
 	}
 	return s
 }
+
+// OnChange makes the Service call fn(deviceID, name) after every accepted
+// update or delete of a shadow (REST or MQTT). fn runs while the shadow's
+// write lock is held, so calls for one shadow come in version order; it
+// must return quickly and must not call back into the Service. Call
+// OnChange before the Service is used.
+func (s *Service) OnChange(fn func(deviceID, name string)) { s.onChange = fn }
 
 func (s *Service) lock(deviceID, name string) *sync.Mutex {
 	var h maphash.Hash
@@ -258,6 +268,9 @@ func (s *Service) update(ctx context.Context, deviceID, name string, req Request
 		return UpdateResult{}, fmt.Errorf("updating shadow: %w", err)
 	}
 	s.announce(deviceID, name, req, prev, next, ts)
+	if s.onChange != nil {
+		s.onChange(deviceID, name)
+	}
 	return UpdateResult{Accepted: Accepted(req, next.Version, ts), Document: Full(next, ts, "")}, nil
 }
 
@@ -323,5 +336,8 @@ func (s *Service) delete(ctx context.Context, deviceID, name string) (int64, err
 		return 0, fmt.Errorf("deleting shadow: %w", err)
 	}
 	s.logger.Info("shadow deleted", "device", deviceID, "shadow", name, "version", v)
+	if s.onChange != nil {
+		s.onChange(deviceID, name)
+	}
 	return v, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -546,5 +547,25 @@ func TestHandleMQTT(t *testing.T) {
 	}
 	if f.st.puts != 1 {
 		t.Errorf("store written %d times, want 1", f.st.puts)
+	}
+}
+
+func TestServiceOnChange(t *testing.T) {
+	f := newFixture(t, "pump-7")
+	var got []string
+	f.svc.OnChange(func(deviceID, name string) { got = append(got, deviceID+"~"+name) })
+	ctx := context.Background()
+	f.mustUpdate(t, "pump-7", "workloads", `{"state":{"reported":{"x":1}}}`)
+	if _, err := f.update(t, "pump-7", "workloads", `{"state":{"desired":{"x":1}},"version":9}`); err == nil {
+		t.Fatal("update at a stale version was accepted")
+	}
+	if _, err := f.svc.Delete(ctx, "pump-7", "workloads"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Delete(ctx, "pump-7", "workloads"); err == nil {
+		t.Fatal("second delete succeeded")
+	}
+	if want := []string{"pump-7~workloads", "pump-7~workloads"}; !slices.Equal(got, want) {
+		t.Errorf("OnChange calls = %q, want %q (accepted update and delete only)", got, want)
 	}
 }

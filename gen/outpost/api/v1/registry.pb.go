@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: outpost/v1/registry.proto
+// source: outpost/api/v1/registry.proto
 
-package outpostv1
+package apiv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -58,11 +58,11 @@ func (x Health) String() string {
 }
 
 func (Health) Descriptor() protoreflect.EnumDescriptor {
-	return file_outpost_v1_registry_proto_enumTypes[0].Descriptor()
+	return file_outpost_api_v1_registry_proto_enumTypes[0].Descriptor()
 }
 
 func (Health) Type() protoreflect.EnumType {
-	return &file_outpost_v1_registry_proto_enumTypes[0]
+	return &file_outpost_api_v1_registry_proto_enumTypes[0]
 }
 
 func (x Health) Number() protoreflect.EnumNumber {
@@ -71,7 +71,7 @@ func (x Health) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Health.Descriptor instead.
 func (Health) EnumDescriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{0}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
 // Check is a health check the hub runs against the instance.
@@ -88,7 +88,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[0]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +100,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[0]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +113,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{0}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Check) GetType() string {
@@ -155,7 +155,7 @@ type Instance struct {
 	Port    uint32            `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
 	Tags    []string          `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
 	Meta    map[string]string `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Health  Health            `protobuf:"varint,7,opt,name=health,proto3,enum=outpost.v1.Health" json:"health,omitempty"`
+	Health  Health            `protobuf:"varint,7,opt,name=health,proto3,enum=outpost.api.v1.Health" json:"health,omitempty"`
 	// output is the last check's or renewal's message.
 	Output string `protobuf:"bytes,8,opt,name=output,proto3" json:"output,omitempty"`
 	// source is "agent" (a deployed workload of device), "ttl" or "check".
@@ -170,7 +170,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[1]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +182,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[1]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +195,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Instance) GetService() string {
@@ -298,7 +298,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[2]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +310,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[2]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +323,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RegisterRequest) GetInstance() *Instance {
@@ -343,7 +343,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[3]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +355,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[3]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +368,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeregisterRequest) GetService() string {
@@ -393,7 +393,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[4]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +405,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[4]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +418,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 type RenewRequest struct {
@@ -431,7 +431,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[5]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +443,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[5]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +456,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewRequest) GetService() string {
@@ -486,7 +486,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[6]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +498,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[6]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +511,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ResolveRequest) GetService() string {
@@ -544,7 +544,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[7]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +556,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[7]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +569,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResolveResponse) GetInstances() []*Instance {
@@ -587,7 +587,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_outpost_v1_registry_proto_msgTypes[8]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +599,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_registry_proto_msgTypes[8]
+	mi := &file_outpost_api_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,40 +612,39 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_outpost_api_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
-var File_outpost_v1_registry_proto protoreflect.FileDescriptor
+var File_outpost_api_v1_registry_proto protoreflect.FileDescriptor
 
-const file_outpost_v1_registry_proto_rawDesc = "" +
+const file_outpost_api_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x19outpost/v1/registry.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9b\x01\n" +
+	"\x1doutpost/api/v1/registry.proto\x12\x0eoutpost.api.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9b\x01\n" +
 	"\x05Check\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xd5\x03\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xe1\x03\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x12\n" +
-	"\x04tags\x18\x05 \x03(\tR\x04tags\x122\n" +
-	"\x04meta\x18\x06 \x03(\v2\x1e.outpost.v1.Instance.MetaEntryR\x04meta\x12*\n" +
-	"\x06health\x18\a \x01(\x0e2\x12.outpost.v1.HealthR\x06health\x12\x16\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\x126\n" +
+	"\x04meta\x18\x06 \x03(\v2\".outpost.api.v1.Instance.MetaEntryR\x04meta\x12.\n" +
+	"\x06health\x18\a \x01(\x0e2\x16.outpost.api.v1.HealthR\x06health\x12\x16\n" +
 	"\x06output\x18\b \x01(\tR\x06output\x12\x16\n" +
 	"\x06source\x18\t \x01(\tR\x06source\x12\x16\n" +
 	"\x06device\x18\n" +
 	" \x01(\tR\x06device\x12+\n" +
-	"\x03ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12'\n" +
-	"\x05check\x18\f \x01(\v2\x11.outpost.v1.CheckR\x05check\x12&\n" +
+	"\x03ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12+\n" +
+	"\x05check\x18\f \x01(\v2\x15.outpost.api.v1.CheckR\x05check\x12&\n" +
 	"\x0fupdated_unix_ms\x18\r \x01(\x03R\rupdatedUnixMs\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
-	"\x0fRegisterRequest\x120\n" +
-	"\binstance\x18\x01 \x01(\v2\x14.outpost.v1.InstanceR\binstance\"=\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x0fRegisterRequest\x124\n" +
+	"\binstance\x18\x01 \x01(\v2\x18.outpost.api.v1.InstanceR\binstance\"=\n" +
 	"\x11DeregisterRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"\x14\n" +
@@ -656,73 +655,73 @@ const file_outpost_v1_registry_proto_rawDesc = "" +
 	"\x0eResolveRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\x12'\n" +
-	"\x0finclude_warning\x18\x03 \x01(\bR\x0eincludeWarning\"E\n" +
-	"\x0fResolveResponse\x122\n" +
-	"\tinstances\x18\x01 \x03(\v2\x14.outpost.v1.InstanceR\tinstances\"\r\n" +
+	"\x0finclude_warning\x18\x03 \x01(\bR\x0eincludeWarning\"I\n" +
+	"\x0fResolveResponse\x126\n" +
+	"\tinstances\x18\x01 \x03(\v2\x18.outpost.api.v1.InstanceR\tinstances\"\r\n" +
 	"\vListRequest*]\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eHEALTH_PASSING\x10\x01\x12\x12\n" +
 	"\x0eHEALTH_WARNING\x10\x02\x12\x13\n" +
-	"\x0fHEALTH_CRITICAL\x10\x032\x9c\x03\n" +
-	"\x0fRegistryService\x12=\n" +
-	"\bRegister\x12\x1b.outpost.v1.RegisterRequest\x1a\x14.outpost.v1.Instance\x12K\n" +
+	"\x0fHEALTH_CRITICAL\x10\x032\xcc\x03\n" +
+	"\x0fRegistryService\x12E\n" +
+	"\bRegister\x12\x1f.outpost.api.v1.RegisterRequest\x1a\x18.outpost.api.v1.Instance\x12S\n" +
 	"\n" +
-	"Deregister\x12\x1d.outpost.v1.DeregisterRequest\x1a\x1e.outpost.v1.DeregisterResponse\x127\n" +
-	"\x05Renew\x12\x18.outpost.v1.RenewRequest\x1a\x14.outpost.v1.Instance\x12B\n" +
-	"\aResolve\x12\x1a.outpost.v1.ResolveRequest\x1a\x1b.outpost.v1.ResolveResponse\x12B\n" +
-	"\x05Watch\x12\x1a.outpost.v1.ResolveRequest\x1a\x1b.outpost.v1.ResolveResponse0\x01\x12<\n" +
-	"\x04List\x12\x17.outpost.v1.ListRequest\x1a\x1b.outpost.v1.ResolveResponseB:Z8github.com/outpost-edge/outpost/gen/outpost/v1;outpostv1b\x06proto3"
+	"Deregister\x12!.outpost.api.v1.DeregisterRequest\x1a\".outpost.api.v1.DeregisterResponse\x12?\n" +
+	"\x05Renew\x12\x1c.outpost.api.v1.RenewRequest\x1a\x18.outpost.api.v1.Instance\x12J\n" +
+	"\aResolve\x12\x1e.outpost.api.v1.ResolveRequest\x1a\x1f.outpost.api.v1.ResolveResponse\x12J\n" +
+	"\x05Watch\x12\x1e.outpost.api.v1.ResolveRequest\x1a\x1f.outpost.api.v1.ResolveResponse0\x01\x12D\n" +
+	"\x04List\x12\x1b.outpost.api.v1.ListRequest\x1a\x1f.outpost.api.v1.ResolveResponseB:Z8github.com/outpost-edge/outpost/gen/outpost/api/v1;apiv1b\x06proto3"
 
 var (
-	file_outpost_v1_registry_proto_rawDescOnce sync.Once
-	file_outpost_v1_registry_proto_rawDescData []byte
+	file_outpost_api_v1_registry_proto_rawDescOnce sync.Once
+	file_outpost_api_v1_registry_proto_rawDescData []byte
 )
 
-func file_outpost_v1_registry_proto_rawDescGZIP() []byte {
-	file_outpost_v1_registry_proto_rawDescOnce.Do(func() {
-		file_outpost_v1_registry_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_outpost_v1_registry_proto_rawDesc), len(file_outpost_v1_registry_proto_rawDesc)))
+func file_outpost_api_v1_registry_proto_rawDescGZIP() []byte {
+	file_outpost_api_v1_registry_proto_rawDescOnce.Do(func() {
+		file_outpost_api_v1_registry_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_outpost_api_v1_registry_proto_rawDesc), len(file_outpost_api_v1_registry_proto_rawDesc)))
 	})
-	return file_outpost_v1_registry_proto_rawDescData
+	return file_outpost_api_v1_registry_proto_rawDescData
 }
 
-var file_outpost_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
-var file_outpost_v1_registry_proto_goTypes = []any{
-	(Health)(0),                 // 0: outpost.v1.Health
-	(*Check)(nil),               // 1: outpost.v1.Check
-	(*Instance)(nil),            // 2: outpost.v1.Instance
-	(*RegisterRequest)(nil),     // 3: outpost.v1.RegisterRequest
-	(*DeregisterRequest)(nil),   // 4: outpost.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),  // 5: outpost.v1.DeregisterResponse
-	(*RenewRequest)(nil),        // 6: outpost.v1.RenewRequest
-	(*ResolveRequest)(nil),      // 7: outpost.v1.ResolveRequest
-	(*ResolveResponse)(nil),     // 8: outpost.v1.ResolveResponse
-	(*ListRequest)(nil),         // 9: outpost.v1.ListRequest
-	nil,                         // 10: outpost.v1.Instance.MetaEntry
+var file_outpost_api_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_outpost_api_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_outpost_api_v1_registry_proto_goTypes = []any{
+	(Health)(0),                 // 0: outpost.api.v1.Health
+	(*Check)(nil),               // 1: outpost.api.v1.Check
+	(*Instance)(nil),            // 2: outpost.api.v1.Instance
+	(*RegisterRequest)(nil),     // 3: outpost.api.v1.RegisterRequest
+	(*DeregisterRequest)(nil),   // 4: outpost.api.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),  // 5: outpost.api.v1.DeregisterResponse
+	(*RenewRequest)(nil),        // 6: outpost.api.v1.RenewRequest
+	(*ResolveRequest)(nil),      // 7: outpost.api.v1.ResolveRequest
+	(*ResolveResponse)(nil),     // 8: outpost.api.v1.ResolveResponse
+	(*ListRequest)(nil),         // 9: outpost.api.v1.ListRequest
+	nil,                         // 10: outpost.api.v1.Instance.MetaEntry
 	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
 }
-var file_outpost_v1_registry_proto_depIdxs = []int32{
-	11, // 0: outpost.v1.Check.interval:type_name -> google.protobuf.Duration
-	11, // 1: outpost.v1.Check.timeout:type_name -> google.protobuf.Duration
-	10, // 2: outpost.v1.Instance.meta:type_name -> outpost.v1.Instance.MetaEntry
-	0,  // 3: outpost.v1.Instance.health:type_name -> outpost.v1.Health
-	11, // 4: outpost.v1.Instance.ttl:type_name -> google.protobuf.Duration
-	1,  // 5: outpost.v1.Instance.check:type_name -> outpost.v1.Check
-	2,  // 6: outpost.v1.RegisterRequest.instance:type_name -> outpost.v1.Instance
-	2,  // 7: outpost.v1.ResolveResponse.instances:type_name -> outpost.v1.Instance
-	3,  // 8: outpost.v1.RegistryService.Register:input_type -> outpost.v1.RegisterRequest
-	4,  // 9: outpost.v1.RegistryService.Deregister:input_type -> outpost.v1.DeregisterRequest
-	6,  // 10: outpost.v1.RegistryService.Renew:input_type -> outpost.v1.RenewRequest
-	7,  // 11: outpost.v1.RegistryService.Resolve:input_type -> outpost.v1.ResolveRequest
-	7,  // 12: outpost.v1.RegistryService.Watch:input_type -> outpost.v1.ResolveRequest
-	9,  // 13: outpost.v1.RegistryService.List:input_type -> outpost.v1.ListRequest
-	2,  // 14: outpost.v1.RegistryService.Register:output_type -> outpost.v1.Instance
-	5,  // 15: outpost.v1.RegistryService.Deregister:output_type -> outpost.v1.DeregisterResponse
-	2,  // 16: outpost.v1.RegistryService.Renew:output_type -> outpost.v1.Instance
-	8,  // 17: outpost.v1.RegistryService.Resolve:output_type -> outpost.v1.ResolveResponse
-	8,  // 18: outpost.v1.RegistryService.Watch:output_type -> outpost.v1.ResolveResponse
-	8,  // 19: outpost.v1.RegistryService.List:output_type -> outpost.v1.ResolveResponse
+var file_outpost_api_v1_registry_proto_depIdxs = []int32{
+	11, // 0: outpost.api.v1.Check.interval:type_name -> google.protobuf.Duration
+	11, // 1: outpost.api.v1.Check.timeout:type_name -> google.protobuf.Duration
+	10, // 2: outpost.api.v1.Instance.meta:type_name -> outpost.api.v1.Instance.MetaEntry
+	0,  // 3: outpost.api.v1.Instance.health:type_name -> outpost.api.v1.Health
+	11, // 4: outpost.api.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	1,  // 5: outpost.api.v1.Instance.check:type_name -> outpost.api.v1.Check
+	2,  // 6: outpost.api.v1.RegisterRequest.instance:type_name -> outpost.api.v1.Instance
+	2,  // 7: outpost.api.v1.ResolveResponse.instances:type_name -> outpost.api.v1.Instance
+	3,  // 8: outpost.api.v1.RegistryService.Register:input_type -> outpost.api.v1.RegisterRequest
+	4,  // 9: outpost.api.v1.RegistryService.Deregister:input_type -> outpost.api.v1.DeregisterRequest
+	6,  // 10: outpost.api.v1.RegistryService.Renew:input_type -> outpost.api.v1.RenewRequest
+	7,  // 11: outpost.api.v1.RegistryService.Resolve:input_type -> outpost.api.v1.ResolveRequest
+	7,  // 12: outpost.api.v1.RegistryService.Watch:input_type -> outpost.api.v1.ResolveRequest
+	9,  // 13: outpost.api.v1.RegistryService.List:input_type -> outpost.api.v1.ListRequest
+	2,  // 14: outpost.api.v1.RegistryService.Register:output_type -> outpost.api.v1.Instance
+	5,  // 15: outpost.api.v1.RegistryService.Deregister:output_type -> outpost.api.v1.DeregisterResponse
+	2,  // 16: outpost.api.v1.RegistryService.Renew:output_type -> outpost.api.v1.Instance
+	8,  // 17: outpost.api.v1.RegistryService.Resolve:output_type -> outpost.api.v1.ResolveResponse
+	8,  // 18: outpost.api.v1.RegistryService.Watch:output_type -> outpost.api.v1.ResolveResponse
+	8,  // 19: outpost.api.v1.RegistryService.List:output_type -> outpost.api.v1.ResolveResponse
 	14, // [14:20] is the sub-list for method output_type
 	8,  // [8:14] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -730,27 +729,27 @@ var file_outpost_v1_registry_proto_depIdxs = []int32{
 	0,  // [0:8] is the sub-list for field type_name
 }
 
-func init() { file_outpost_v1_registry_proto_init() }
-func file_outpost_v1_registry_proto_init() {
-	if File_outpost_v1_registry_proto != nil {
+func init() { file_outpost_api_v1_registry_proto_init() }
+func file_outpost_api_v1_registry_proto_init() {
+	if File_outpost_api_v1_registry_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_registry_proto_rawDesc), len(file_outpost_v1_registry_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_api_v1_registry_proto_rawDesc), len(file_outpost_api_v1_registry_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_outpost_v1_registry_proto_goTypes,
-		DependencyIndexes: file_outpost_v1_registry_proto_depIdxs,
-		EnumInfos:         file_outpost_v1_registry_proto_enumTypes,
-		MessageInfos:      file_outpost_v1_registry_proto_msgTypes,
+		GoTypes:           file_outpost_api_v1_registry_proto_goTypes,
+		DependencyIndexes: file_outpost_api_v1_registry_proto_depIdxs,
+		EnumInfos:         file_outpost_api_v1_registry_proto_enumTypes,
+		MessageInfos:      file_outpost_api_v1_registry_proto_msgTypes,
 	}.Build()
-	File_outpost_v1_registry_proto = out.File
-	file_outpost_v1_registry_proto_goTypes = nil
-	file_outpost_v1_registry_proto_depIdxs = nil
+	File_outpost_api_v1_registry_proto = out.File
+	file_outpost_api_v1_registry_proto_goTypes = nil
+	file_outpost_api_v1_registry_proto_depIdxs = nil
 }

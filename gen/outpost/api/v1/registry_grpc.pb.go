@@ -2,9 +2,9 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: outpost/v1/registry.proto
+// source: outpost/api/v1/registry.proto
 
-package outpostv1
+package apiv1
 
 import (
 	context "context"
@@ -19,12 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Register_FullMethodName   = "/outpost.v1.RegistryService/Register"
-	RegistryService_Deregister_FullMethodName = "/outpost.v1.RegistryService/Deregister"
-	RegistryService_Renew_FullMethodName      = "/outpost.v1.RegistryService/Renew"
-	RegistryService_Resolve_FullMethodName    = "/outpost.v1.RegistryService/Resolve"
-	RegistryService_Watch_FullMethodName      = "/outpost.v1.RegistryService/Watch"
-	RegistryService_List_FullMethodName       = "/outpost.v1.RegistryService/List"
+	RegistryService_Register_FullMethodName   = "/outpost.api.v1.RegistryService/Register"
+	RegistryService_Deregister_FullMethodName = "/outpost.api.v1.RegistryService/Deregister"
+	RegistryService_Renew_FullMethodName      = "/outpost.api.v1.RegistryService/Renew"
+	RegistryService_Resolve_FullMethodName    = "/outpost.api.v1.RegistryService/Resolve"
+	RegistryService_Watch_FullMethodName      = "/outpost.api.v1.RegistryService/Watch"
+	RegistryService_List_FullMethodName       = "/outpost.api.v1.RegistryService/List"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -300,7 +300,7 @@ func _RegistryService_List_Handler(srv interface{}, ctx context.Context, dec fun
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var RegistryService_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "outpost.v1.RegistryService",
+	ServiceName: "outpost.api.v1.RegistryService",
 	HandlerType: (*RegistryServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
@@ -331,5 +331,5 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
-	Metadata: "outpost/v1/registry.proto",
+	Metadata: "outpost/api/v1/registry.proto",
 }
