@@ -126,10 +126,14 @@ func TestDeployRolling(t *testing.T) {
 	h.publishWebsvc(t, "2.0.0")
 	port := freePort(t)
 	addrs := map[string]string{}
+	apiAddr := freeAddr(t) // web-1's local API for apps
 	for i, id := range []string{"web-1", "web-2", "web-3"} {
 		addrs[id] = fmt.Sprintf("127.0.0.%d", i+2)
-		a := h.joinAgent(t, id, map[string]any{"sources": []any{}, "workloads": map[string]any{"address": addrs[id]}}, "app=web")
-		a.start(t)
+		cfg := map[string]any{"sources": []any{}, "workloads": map[string]any{"address": addrs[id]}, "api": map[string]any{"listen": ""}}
+		if id == "web-1" {
+			cfg["api"] = map[string]any{"listen": apiAddr}
+		}
+		h.joinAgent(t, id, cfg, "app=web").start(t)
 	}
 	// A device without the label gets nothing.
 	other := h.joinAgent(t, "db-1", map[string]any{"sources": []any{}, "workloads": map[string]any{"address": "127.0.0.5"}}, "app=db")
@@ -164,6 +168,33 @@ func TestDeployRolling(t *testing.T) {
 			t.Errorf("deploy status table lacks %s:\n%s", id, table)
 		}
 	}
+	// Every device's instance is in the registry, passing, at the address
+	// its agent advertises; an app on web-1 finds them through its agent.
+	var resolved struct {
+		Instances []struct {
+			ID, Address, Health, Source string
+			Port                        int
+		} `json:"instances"`
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if err := json.Unmarshal([]byte(h.cli(t, "services", "resolve", "web", "-o", "json")), &resolved); err != nil {
+			return err
+		}
+		if len(resolved.Instances) != 3 {
+			return fmt.Errorf("%d passing instances of web, want 3: %+v", len(resolved.Instances), resolved.Instances)
+		}
+		return nil
+	})
+	for _, in := range resolved.Instances {
+		if in.Address != addrs[in.ID] || in.Port != port || in.Health != "passing" || in.Source != "agent" {
+			t.Errorf("instance %+v; want %s:%d passing, from the agent", in, addrs[in.ID], port)
+		}
+	}
+	body, err := get("http://" + apiAddr + "/v1/services/web")
+	if err != nil || strings.Count(body, `"address"`) != 3 {
+		t.Errorf("web-1's local API answered %q, %v; want the 3 instances", body, err)
+	}
+
 	logs := h.cli(t, "logs", "web-1", "web", "--tail", "20")
 	if !strings.Contains(logs, "websvc 1.0.0 started") {
 		t.Errorf("outpost logs web-1 web printed %q", logs)
