@@ -166,6 +166,7 @@ Try, in another terminal:
   curl -s %s/metrics | grep outpost_ingest
 
 `, o.Devices, h.HTTPURL(), h.MQTTURL(), hub.AdminUser, pw, pwFile, h.HTTPURL(), pwFile, h.HTTPURL())
+	fmt.Fprintf(out, "Dashboard: open %s/ in a browser and sign in as %s with the password above.\n", h.HTTPURL(), hub.AdminUser)
 	if o.Duration > 0 {
 		fmt.Fprintf(out, "The demo stops by itself after %s.\n", o.Duration)
 	} else {

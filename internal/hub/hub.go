@@ -31,6 +31,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/hub/store"
 	"github.com/outpost-edge/outpost/internal/hub/store/sqlite"
 	"github.com/outpost-edge/outpost/internal/hub/svcsync"
+	"github.com/outpost-edge/outpost/internal/hub/webui"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -183,6 +184,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Hub, err erro
 		Ready:     h.ready,
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		PublicURL: strings.TrimRight(cfg.PublicURL, "/"), MQTTURL: cfg.MQTTPublicURL, MQTTPort: mqttPort,
+		Extra:  webui.Mount, // the dashboard at /
 		Logger: logger,
 	})
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
