@@ -95,6 +95,7 @@ func New(opts Options) http.Handler {
 	v1.POST("/auth/login", a.login)
 	v1.POST("/join", a.join)
 	a.registerDeviceServiceRoutes(v1)
+	v1.GET("/events/devices", a.requireAuthOrQueryToken, a.deviceEvents)
 	authed := v1.Group("", a.requireAuth)
 	authed.GET("/devices", a.listDevices)
 	authed.POST("/devices", a.addDevice)

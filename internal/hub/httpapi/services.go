@@ -270,7 +270,18 @@ func (a *api) deregisterInstance(c *gin.Context) {
 // "instances" event with the whole snapshot at once and after every
 // change, until the client goes away.
 func (a *api) watchService(c *gin.Context) {
-	ctx := c.Request.Context()
+	// The stream ends when the client goes or the server shuts down.
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	if closing := serverClosing(c.Request); closing != nil {
+		go func() {
+			select {
+			case <-closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	ch, err := a.Registry.Watch(ctx, c.Param("name"), registry.ResolveOptions{Tags: c.QueryArray("tag")})
 	if err != nil {
 		a.failRegistry(c, err)

@@ -41,7 +41,8 @@ func findBrowser() string {
 }
 
 // TestBrowser drives the dashboard in headless Chromium against a real
-// hub: sign in, find the device in the fleet, open it, wait for its chart
+// hub: sign in, find the device in the fleet, see another one added
+// arrive over the event stream, open the first, wait for its chart
 // to be drawn, patch its desired state. The page must log no error (a
 // CSP refusal or a failed request would be one).
 func TestBrowser(t *testing.T) {
@@ -66,6 +67,14 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#fleet tr[data-device="`+id+`"]`)),
 		poll(`document.querySelector('#fleet tr[data-device="`+id+`"]').textContent.includes('online')`),
 		poll(`document.getElementById('count-devices').textContent === '1' && document.getElementById('count-online').textContent === '1'`),
+	)
+	step("fleet is live",
+		poll(`document.getElementById('fleet-updates').textContent.startsWith('Live')`),
+	)
+	h.AddDevice(t, "pump-8")
+	step("a new device appears live",
+		poll(`(() => { const r = document.querySelector('#fleet tr[data-device="pump-8"]'); return !!r && r.textContent.includes('offline'); })()`),
+		poll(`document.getElementById('count-devices').textContent === '2' && document.getElementById('count-offline').textContent === '1'`),
 	)
 	if os.Getenv("WEBUI_SCREENSHOT") != "" {
 		screenshot(t, bctx, "fleet")
@@ -270,7 +279,8 @@ func publishTelemetry(t *testing.T, addr, id, pass string, values ...float64) {
 
 // TestBrowserRollouts checks the rollouts page against a fake API: wave
 // progress bars, the buttons valid for each state, and a pause that turns
-// Pause into Resume. (A real rollout needs signed TUF keys; the hub's own
+// Pause into Resume; then a device's OTA history, and the fleet page
+// falling back to polling when there is no event stream. (A real rollout needs signed TUF keys; the hub's own
 // tests cover the API.)
 func TestBrowserRollouts(t *testing.T) {
 	b := startBrowser(t)
@@ -285,8 +295,13 @@ func TestBrowserRollouts(t *testing.T) {
 			"selector": map[string]string{"site": "plant-1"}, "status": st, "devices": 10,
 			"waves": []string{"10%", "50%", "100%"}, "wave_bounds": []int{1, 5, 10}, "wave": 2,
 			"wave_states": []map[string]any{
-				{"wave": 1, "started": true, "counts": map[string]int{"devices": 1, "succeeded": 1}},
-				{"wave": 2, "started": true, "counts": map[string]int{"devices": 4, "succeeded": 1, "failed": 1, "pending": 2}},
+				{"wave": 1, "started": true, "counts": map[string]int{"devices": 1, "succeeded": 1},
+					"executions": []map[string]any{{"device": "pump-1", "status": "SUCCEEDED", "status_details": map[string]string{"stage": "committed"}}}},
+				{"wave": 2, "started": true, "counts": map[string]int{"devices": 4, "succeeded": 1, "failed": 1, "pending": 2},
+					"executions": []map[string]any{
+						{"device": "pump-2", "status": "SUCCEEDED", "status_details": map[string]string{"stage": "committed"}},
+						{"device": "pump-7", "status": "FAILED", "status_details": map[string]string{"stage": "started", "reason": "not_configured", "message": "not listed under ota.files"}},
+					}},
 			},
 		}
 	}
@@ -309,6 +324,20 @@ func TestBrowserRollouts(t *testing.T) {
 			return
 		}
 		writeJSON(w, rollout("r-done", "completed"))
+	})
+	mux.HandleFunc("GET /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"devices": []any{map[string]any{"id": "pump-7", "labels": map[string]string{}, "joined": true, "online": true}}})
+	})
+	mux.HandleFunc("GET /api/v1/devices/{id}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"id": r.PathValue("id"), "labels": map[string]string{"site": "plant-1"}, "joined": true, "online": true})
+	})
+	mux.HandleFunc("GET /api/v1/devices/{id}/shadow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"error":{"code":"not_found","message":"no shadow"}}`))
+	})
+	mux.HandleFunc("GET /api/v1/devices/{id}/telemetry", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"device": r.PathValue("id"), "points": []any{}})
 	})
 	mux.HandleFunc("POST /api/v1/rollouts/{id}/{verb}", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -343,7 +372,29 @@ func TestBrowserRollouts(t *testing.T) {
 		t.Errorf("API calls %q, want %q", calls, want)
 	}
 	mu.Unlock()
-	b.checkProblems(func(string) bool { return false })
+	row := func(id string) string { return `document.querySelector('#ota tr[data-rollout="` + id + `"]')` }
+	b.step("OTA history on the device page",
+		chromedp.Evaluate[chromedp.Void](`location.hash = '#/devices/pump-7'`),
+		b.poll(row("r-run")+` && `+row("r-done")),
+		b.poll(row("r-run")+`.textContent.includes('FAILED') && `+row("r-run")+`.textContent.includes('not_configured: not listed under ota.files') && `+row("r-run")+`.textContent.includes('pump-config@2.0.0')`),
+		b.poll(`document.querySelectorAll('#ota tbody tr').length === 2 && !document.getElementById('ota-history').hidden`),
+	)
+	b.fitsPhone("device page with OTA history")
+	b.step("no OTA history, no section",
+		chromedp.Evaluate[chromedp.Void](`location.hash = '#/devices/pump-9'`),
+		b.poll(`document.getElementById('device-details') && document.getElementById('device-details').textContent.includes('online')`),
+		b.poll(`document.getElementById('ota-history') && document.getElementById('ota-history').dataset.loaded === 'true' && document.getElementById('ota-history').hidden && !document.querySelector('#ota')`),
+	)
+	// The fake API has no event stream: the fleet page falls back to
+	// polling.
+	b.step("fleet falls back to polling",
+		chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`),
+		b.poll(`document.getElementById('fleet-updates') && document.getElementById('fleet-updates').textContent.includes('refreshed every 2 seconds')`),
+		b.poll(`!!document.querySelector('#fleet tr[data-device="pump-7"]')`),
+	)
+	b.checkProblems(func(p string) bool {
+		return strings.Contains(p, "status of 404") && (strings.Contains(p, "/shadow") || strings.Contains(p, "/api/v1/events/devices"))
+	})
 	if t.Failed() || os.Getenv("WEBUI_SCREENSHOT") != "" {
 		screenshot(t, b.bctx, "rollouts")
 	}

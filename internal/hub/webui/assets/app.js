@@ -76,6 +76,16 @@ function stateKind(s) {
   }
 }
 
+// otaKind maps a job execution status to a badge colour.
+function otaKind(s) {
+  switch (s) {
+    case 'SUCCEEDED': return 'ok';
+    case 'FAILED': case 'REJECTED': case 'TIMED_OUT': return 'bad';
+    case 'QUEUED': case 'IN_PROGRESS': return 'warn';
+    default: return 'neutral';
+  }
+}
+
 function labelChips(labels) {
   const ks = Object.keys(labels || {}).sort();
   if (!ks.length) return el('span', { class: 'muted', text: 'none' });
@@ -130,6 +140,7 @@ const view = () => document.getElementById('view');
 let generation = 0; // bumped on every route change; stale pollers stop
 let timer = null;
 let lastStatus = '';
+let stoppers = []; // closes the page's event stream and timers on a route change
 
 function setStatus(msg) {
   if (msg === lastStatus) return;
@@ -140,6 +151,8 @@ function setStatus(msg) {
 function stopPolling() {
   generation++;
   clearTimeout(timer);
+  for (const stop of stoppers) stop();
+  stoppers = [];
 }
 
 // poll runs fn now and then every POLL_MS until the route changes.
@@ -240,15 +253,10 @@ function renderFleet() {
     el('caption', { text: 'Devices' }),
     el('thead', {}, el('tr', {}, ...['Device', 'Status', 'Last seen', 'Labels', 'Agent', 'Spool backlog'].map((h, i) => el('th', { scope: 'col', class: i === 5 ? 'num' : undefined, text: h })))),
     tbody);
-  const refresh = async () => {
-    let sel;
-    try { sel = parseSelector(fleetFilter); filterErr.textContent = ''; } catch (e) { filterErr.textContent = e.message; return; }
-    const q = sel.map((s) => 'label=' + enc(s)).join('&');
-    let r;
-    try { r = await api('GET', '/api/v1/devices' + (q ? '?' + q : '')); } catch (e) {
-      if (e.status === 400) { filterErr.textContent = e.describe(); return; }
-      throw e;
-    }
+  const hint = el('p', { class: 'hint', id: 'fleet-updates', text: 'Connecting for live updates…' });
+  let last = null; // the last list shown and its selector, redrawn so that "last seen" ages
+  const show = (r, sel) => {
+    last = { r, sel };
     const devs = r.devices || [];
     const online = devs.filter((d) => d.online).length;
     swap(counts,
@@ -271,11 +279,68 @@ function renderFleet() {
         el('td', { class: 'num' }, spool));
     }));
   };
+  const selector = () => {
+    try { const sel = parseSelector(fleetFilter); filterErr.textContent = ''; return sel; } catch (e) { filterErr.textContent = e.message; return null; }
+  };
+  const query = (sel) => sel.map((s) => 'label=' + enc(s)).join('&');
+  // refresh is the polling fallback: one GET /api/v1/devices.
+  const refresh = async () => {
+    const sel = selector();
+    if (!sel) return;
+    const q = query(sel);
+    let r;
+    try { r = await api('GET', '/api/v1/devices' + (q ? '?' + q : '')); } catch (e) {
+      if (e.status === 400) { filterErr.textContent = e.describe(); return; }
+      throw e;
+    }
+    show(r, sel);
+  };
+  // Live updates: the hub sends the whole list at once and whenever it
+  // changes. EventSource cannot send headers, so the token goes in the
+  // query (the hub accepts that on its event streams only). On any error
+  // (expired token, a proxy that buffers, the hub restarting) the page
+  // falls back to polling for as long as it stays open.
+  const mine = generation;
+  let stream = null;
+  let polling = false;
+  const closeStream = () => { if (stream) { stream.close(); stream = null; } };
+  stoppers.push(closeStream);
+  const fallBack = () => {
+    closeStream();
+    if (polling || mine !== generation) return;
+    polling = true;
+    hint.textContent = 'Live updates unavailable; refreshed every 2 seconds.';
+    poll(refresh);
+  };
+  const connect = () => {
+    closeStream();
+    const sel = selector();
+    if (!sel) return;
+    if (!window.EventSource) { fallBack(); return; }
+    const q = query(sel);
+    const es = new EventSource('/api/v1/events/devices?' + (q ? q + '&' : '') + 'access_token=' + enc(token() || ''));
+    stream = es;
+    es.addEventListener('devices', (ev) => {
+      if (es !== stream) return;
+      let r;
+      try { r = JSON.parse(ev.data); } catch (e) { fallBack(); return; }
+      show(r, sel);
+      setStatus('');
+      hint.textContent = 'Live: updated as devices change.';
+    });
+    es.addEventListener('error', () => { if (es === stream) fallBack(); });
+  };
+  const ager = setInterval(() => { if (last && !polling) show(last.r, last.sel); }, 5000);
+  stoppers.push(() => clearInterval(ager));
   let debounce = null;
+  stoppers.push(() => clearTimeout(debounce));
   input.addEventListener('input', () => {
     fleetFilter = input.value.trim();
     clearTimeout(debounce);
-    debounce = setTimeout(() => refresh().catch((e) => setStatus(e.message)), 300);
+    debounce = setTimeout(() => {
+      if (polling) refresh().catch((e) => setStatus(e.message));
+      else connect();
+    }, 300);
   });
   swap(view(),
     el('h1', { text: 'Fleet' }),
@@ -285,8 +350,8 @@ function renderFleet() {
       el('p', { class: 'hint', id: 'filter-hint', text: 'key=value pairs separated by spaces or commas; a device must have all of them.' }),
       filterErr),
     el('div', { class: 'table-wrap' }, table),
-    el('p', { class: 'hint', text: 'Refreshed every 2 seconds.' }));
-  poll(refresh);
+    hint);
+  connect();
 }
 
 // ---------- device ----------
@@ -388,6 +453,9 @@ function renderDevice(id) {
   const workloads = el('section', { 'aria-labelledby': 'wl-title', hidden: true }, el('h2', { id: 'wl-title', text: 'Workloads' }));
   const wlBody = el('div', { class: 'table-wrap' });
   workloads.append(wlBody);
+  const ota = el('section', { id: 'ota-history', 'aria-labelledby': 'ota-title', hidden: true }, el('h2', { id: 'ota-title', text: 'OTA history' }));
+  const otaBody = el('div', { class: 'table-wrap' });
+  ota.append(otaBody);
   const figures = new Map();
   const series = newSeries();
 
@@ -488,6 +556,44 @@ function renderDevice(id) {
       }))));
   };
 
+  // showOTA lists the rollouts' job executions for this device, newest
+  // rollout first; the section stays hidden when there are none.
+  const showOTA = (rows) => {
+    ota.hidden = !rows.length;
+    ota.dataset.loaded = 'true';
+    if (!rows.length) { otaBody.replaceChildren(); return; }
+    swap(otaBody, el('table', { id: 'ota' },
+      el('caption', { text: 'Rollouts that targeted this device, newest first' }),
+      el('thead', {}, el('tr', {}, ...['Rollout', 'Artifact', 'Wave', 'Status', 'Stage', 'Reason'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', {}, rows.map(({ ro, wave, ex }) => {
+        const art = ro.artifact || {};
+        const d = ex.status_details || {};
+        const reason = [d.reason, d.message].filter((x) => x).join(': ');
+        return el('tr', { dataset: { rollout: ro.id } },
+          el('th', { scope: 'row' }, el('a', { href: '#/rollouts', text: ro.id }), ' ', badge(ro.status, stateKind(ro.status))),
+          el('td', { text: (art.name || '?') + '@' + (art.version || '?') }),
+          el('td', { class: 'num', text: wave }),
+          el('td', {}, badge(ex.status || '?', otaKind(ex.status))),
+          el('td', { text: d.stage || '—' }),
+          el('td', { text: reason || '—' }));
+      }))));
+  };
+  // loadOTA derives the history from the 20 newest rollouts (the API has
+  // no per-device listing; only GET /rollouts/{id} carries executions).
+  const loadOTA = async () => {
+    let list;
+    try { list = await api('GET', '/api/v1/rollouts'); } catch (e) { if (e.status === 404) return []; throw e; }
+    const full = await Promise.all((list.rollouts || []).slice(0, 20).map((ro) => api('GET', '/api/v1/rollouts/' + enc(ro.id)).catch(() => ro)));
+    const rows = [];
+    for (const ro of full) {
+      for (const ws of ro.wave_states || []) {
+        for (const ex of ws.executions || []) if (ex.device === id) rows.push({ ro, wave: ws.wave, ex });
+      }
+    }
+    return rows;
+  };
+  let otaAt = 0;
+
   const orNull = (p) => p.catch((e) => { if (e.status === 404) return null; throw e; });
   const mine = generation;
   let missing = false;
@@ -508,6 +614,11 @@ function renderDevice(id) {
     if (!lastShadow || !sh || sh.version !== lastShadow.version) showShadow(sh);
     showWorkloads(wl);
     showCharts();
+    if (Date.now() - otaAt >= 10000) {
+      otaAt = Date.now();
+      const rows = await loadOTA();
+      if (mine === generation) showOTA(rows);
+    }
   };
 
   swap(view(),
@@ -517,7 +628,8 @@ function renderDevice(id) {
     el('section', { 'aria-labelledby': 'tel-title' }, el('h2', { id: 'tel-title', text: 'Telemetry, last hour' }), charts, chartNote),
     el('section', { 'aria-labelledby': 'sh-title' }, el('h2', { id: 'sh-title', text: 'Shadow' }), shadowMeta, shadowBox, editor),
     workloads,
-    el('p', { class: 'hint', text: 'Refreshed every 2 seconds.' }));
+    ota,
+    el('p', { class: 'hint', text: 'Refreshed every 2 seconds; OTA history every 10 seconds.' }));
   showShadow(null);
   poll(refresh);
 }
