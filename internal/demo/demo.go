@@ -133,8 +133,12 @@ func startAgents(ctx context.Context, h *hub.Hub, o Options, dir string, logger 
 		cfg.HubURL = h.HTTPURL()
 		cfg.MQTT.URL = h.MQTTURL()
 		cfg.MQTT.Password = cred.Password
+		if i > 1 {
+			// One machine, one local API port: demo-01 serves it.
+			cfg.API.Listen = ""
+		}
 		a, err := agent.New(cfg, agent.Options{
-			Logger:  logger.With("device", id),
+			Logger:  logger,
 			DataDir: filepath.Join(dir, "agents", id),
 			Version: o.Version,
 		})
