@@ -30,7 +30,8 @@ proto: ## regenerate gen/ from proto/ (outpost/v1: the device wire format; outpo
 		--go-grpc_out=. --go-grpc_opt=module=github.com/outpost-edge/outpost proto/outpost/v1/*.proto proto/outpost/api/v1/*.proto
 
 proto-check: proto ## fail if the generated code differs from what proto/ produces
-	@git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make proto' and commit" >&2; exit 1)
+	@if [ -n "$$(git status --porcelain -- gen/)" ]; then git status --short -- gen/; git diff -- gen/ | head -40; \
+		echo "gen/ is stale: run 'make proto' and commit (new generated files count too)" >&2; exit 1; fi
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
