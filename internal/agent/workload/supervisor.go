@@ -322,20 +322,33 @@ func (s *Supervisor) sink(name string) *logSink {
 // lists nothing; a removed workload is listed (stopping) until its
 // process has exited.
 func (s *Supervisor) Status() []Status {
+	type entry struct {
+		u       *unit
+		want    []byte // specKey of the desired Spec of a current unit
+		version string
+	}
 	s.mu.Lock()
-	units := make([]*unit, 0, len(s.units)+len(s.stopping))
+	want := make(map[string]Spec, len(s.desired))
+	for _, sp := range s.desired {
+		want[sp.Name] = sp
+	}
+	units := make([]entry, 0, len(s.units)+len(s.stopping))
 	for _, u := range s.units {
-		units = append(units, u)
+		e := entry{u: u}
+		if sp, ok := want[u.name]; ok {
+			e.want, e.version = specKey(sp), sp.Version
+		}
+		units = append(units, e)
 	}
 	for u := range s.stopping {
 		if s.units[u.name] == nil {
-			units = append(units, u)
+			units = append(units, entry{u: u})
 		}
 	}
 	s.mu.Unlock()
 	out := make([]Status, 0, len(units))
-	for _, u := range units {
-		out = append(out, u.status())
+	for _, e := range units {
+		out = append(out, e.u.status(e.want, e.version))
 	}
 	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.Name, b.Name) })
 	return out

@@ -45,6 +45,9 @@ type unit struct {
 
 	mu sync.Mutex // guards st
 	st Status
+	// current is the specKey of the Spec the unit runs (or is starting);
+	// guarded by mu.
+	current []byte
 }
 
 // newUnit is called with s.mu held.
@@ -84,10 +87,17 @@ func (u *unit) update(spec Spec) {
 // remove makes run stop the process and return.
 func (u *unit) remove() { u.cancel() }
 
-func (u *unit) status() Status {
+// status returns u's status. want is the specKey of the desired Spec:
+// until u runs that Spec, the status says so (starting, not healthy, the
+// desired version), so that nobody reads the old process's health as the
+// new Spec's.
+func (u *unit) status(want []byte, wantVersion string) Status {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	st := u.st
+	if want != nil && string(want) != string(u.current) {
+		st.State, st.Healthy, st.Version, st.HealthError = StateStarting, false, wantVersion, ""
+	}
 	if st.LastExit != nil {
 		e := *st.LastExit
 		st.LastExit = &e
@@ -118,8 +128,10 @@ func (u *unit) run() {
 	restarts := 0
 	for {
 		r := spec.Restart.withDefaults()
+		key := specKey(spec)
 		u.setStatus(func(st *Status) {
 			st.Version, st.Restarts, st.NextStart = spec.Version, restarts, time.Time{}
+			u.current = key
 		})
 		p, err := u.start(spec)
 		var ex Exit
