@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,14 +24,9 @@ const deviceEventsInterval = time.Second
 // cheap, and it cannot miss a change made by any path (API, MQTT presence,
 // status reports).
 func (a *api) deviceEvents(c *gin.Context) {
-	sel := map[string]string{}
-	for _, l := range c.QueryArray("label") {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			fail(c, http.StatusBadRequest, "bad_request", fmt.Sprintf("label selector %q must be key=value", l))
-			return
-		}
-		sel[k] = v
+	sel, ok := labelSelector(c)
+	if !ok {
+		return
 	}
 	ctx := c.Request.Context()
 	snapshot := func() ([]byte, error) {

@@ -318,15 +318,25 @@ func toDeviceJSON(d store.Device) deviceJSON {
 	return out
 }
 
-func (a *api) listDevices(c *gin.Context) {
+// labelSelector reads the ?label=key=value selector (repeatable); on a
+// malformed one it answers 400 and returns false.
+func labelSelector(c *gin.Context) (map[string]string, bool) {
 	sel := map[string]string{}
 	for _, l := range c.QueryArray("label") {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			fail(c, http.StatusBadRequest, "bad_request", fmt.Sprintf("label selector %q must be key=value", l))
-			return
+			return nil, false
 		}
 		sel[k] = v
+	}
+	return sel, true
+}
+
+func (a *api) listDevices(c *gin.Context) {
+	sel, ok := labelSelector(c)
+	if !ok {
+		return
 	}
 	ds, err := a.Devices.List(c.Request.Context(), sel)
 	if err != nil {
