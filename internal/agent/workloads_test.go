@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent/config"
 	"github.com/outpost-edge/outpost/internal/agent/workload"
 	"github.com/outpost-edge/outpost/internal/deployspec"
+	"github.com/outpost-edge/outpost/internal/execbusy"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -197,7 +198,7 @@ func place(t *testing.T, dir, name, version, content string) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+	if err := execbusy.WriteFile(p, []byte(content), 0o755); err != nil {
 		t.Fatal(err)
 	}
 }

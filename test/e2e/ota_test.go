@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/execbusy"
 	"github.com/outpost-edge/outpost/internal/testutil"
 )
 
@@ -230,7 +231,7 @@ func TestOTAAgentSelfUpdate(t *testing.T) {
 	}
 	broken := filepath.Join(dir, "outpost-agent-3.0.0")
 	script := "#!/bin/sh\nif [ \"$1\" = version ]; then echo 'outpost-agent 3.0.0'; exit 0; fi\necho 'crashing at start' >&2\nexit 1\n"
-	if err := os.WriteFile(broken, []byte(script), 0o755); err != nil {
+	if err := execbusy.WriteFile(broken, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/execbusy"
 )
 
 // stagedTrial writes a slot a binary (a copy of a fake) and a pending trial.
@@ -19,7 +21,7 @@ func stagedTrial(t *testing.T, starts int, deadline time.Time) string {
 		t.Fatal(err)
 	}
 	_ = os.MkdirAll(filepath.Join(data, DirName, SlotA), 0o755)
-	if err := os.WriteFile(SlotPath(data, SlotA), b, 0o755); err != nil {
+	if err := execbusy.WriteFile(SlotPath(data, SlotA), b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	s := State{Trial: &Trial{Slot: SlotA, Version: "2.0.0", WindowMS: 60000, Starts: starts, Deadline: deadline}}

@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/outpost-edge/outpost/internal/execbusy"
 	"github.com/outpost-edge/outpost/internal/testutil"
 )
 
@@ -98,7 +99,7 @@ func (r *rig) install(version string) {
 	}
 	_ = os.MkdirAll(filepath.Dir(r.installed), 0o755)
 	_ = os.Remove(r.installed)
-	if err := os.WriteFile(r.installed, b, 0o755); err != nil {
+	if err := execbusy.WriteFile(r.installed, b, 0o755); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -351,7 +352,7 @@ func foreignELF(t *testing.T) string {
 	}
 	b[18], b[19] = byte(machine), byte(machine>>8) // little-endian e_machine
 	p := filepath.Join(t.TempDir(), "foreign")
-	if err := os.WriteFile(p, b, 0o755); err != nil {
+	if err := execbusy.WriteFile(p, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -605,7 +606,7 @@ func TestInstalledBinaryReplaced(t *testing.T) {
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o700); err != nil {
+	if err := execbusy.WriteFile(path, []byte(content), 0o700); err != nil {
 		t.Fatal(err)
 	}
 }

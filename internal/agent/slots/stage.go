@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/execbusy"
 )
 
 // DefaultVerifyTimeout bounds `<binary> version` during Stage.
@@ -153,21 +154,17 @@ func copyBinary(src, dir string) (tmp string, err error) {
 func verify(ctx context.Context, bin, version string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var out []byte
-	var err error
-	// A file just closed for writing can still be "busy" for a moment
-	// when another goroutine forked meanwhile (golang.org/issue/22315).
-	for range 20 {
-		var buf bytes.Buffer
+	var buf bytes.Buffer
+	cmd, err := execbusy.Start(func() *exec.Cmd {
+		buf.Reset()
 		cmd := exec.CommandContext(ctx, bin, "version")
 		cmd.Stdout, cmd.Stderr = &buf, &buf
-		err = cmd.Run()
-		out = buf.Bytes()
-		if !errors.Is(err, syscall.ETXTBSY) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		return cmd
+	})
+	if err == nil {
+		err = cmd.Wait()
 	}
+	out := buf.Bytes()
 	switch {
 	case errors.Is(err, syscall.ENOEXEC):
 		return &Error{ReasonExecFormat, fmt.Errorf("the new binary does not run on this machine: %w", err)}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/execbusy"
 )
 
 const (
@@ -331,13 +333,12 @@ func (u *unit) start(spec Spec) (*proc, error) {
 		return cmd
 	}
 	useFD := plan.canRetryWithoutFD()
-	cmd := command(useFD)
-	err = cmd.Start()
+	// A binary installed a moment ago can be busy for a moment (execbusy).
+	cmd, err := execbusy.Start(func() *exec.Cmd { return command(useFD) })
 	if err != nil && useFD {
 		u.log.Debug("starting in the cgroup failed; starting, then moving the process", "err", err)
 		useFD = false
-		cmd = command(false)
-		err = cmd.Start()
+		cmd, err = execbusy.Start(func() *exec.Cmd { return command(false) })
 	}
 	_ = pw.Close()
 	if err != nil {
