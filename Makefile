@@ -1,13 +1,18 @@
 # Outpost build, test and demo targets. `make help` lists them.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION) -X main.version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS   := -s -w -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION) -X main.version=$(VERSION) \
+	-X github.com/outpost-edge/outpost/internal/buildinfo.stamped=$(COMMIT)
+DIST      ?= dist
+# The agent's size budget (DESIGN.md targets): linux/arm64, static, stripped.
+AGENT_BUDGET ?= 12MiB
 # RACE is on for `make test`; `make test RACE=` runs without the race detector.
 RACE      ?= -race
 TESTFLAGS ?=
 DEMOFLAGS ?= --devices 3
 
-.PHONY: help build test demo proto proto-check lint clean
+.PHONY: help build dist size-check bench test demo proto proto-check lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,6 +20,17 @@ help: ## list targets
 build: ## build bin/outpost and the static bin/outpost-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./cmd/outpost
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost-agent ./cmd/outpost-agent
+
+dist: ## release: static stripped binaries for every platform, tarballs and SHA256SUMS in dist/
+	scripts/dist.sh '$(VERSION)' '$(COMMIT)' '$(DIST)'
+
+size-check: ## fail when dist's linux/arm64 agent is over its budget ($(AGENT_BUDGET)), showing what is in it
+	@test -f $(DIST)/bin/linux_arm64/outpost-agent || { echo "no $(DIST)/bin/linux_arm64/outpost-agent: run make dist first" >&2; exit 1; }
+	$(GO) run ./tools/sizebudget -budget $(AGENT_BUDGET) -binary $(DIST)/bin/linux_arm64/outpost-agent \
+		-pkg ./cmd/outpost-agent -goos linux -goarch arm64
+
+bench: ## every benchmark of BENCHMARKS.md (about 20 minutes); results in bench/results/
+	bench/all.sh
 
 test: ## run the whole test suite (race detector on), and the agent's CoAP transport (build tag coap)
 	$(GO) test $(RACE) -count=1 -timeout 20m $(TESTFLAGS) ./...
@@ -40,4 +56,4 @@ lint: ## gofmt and go vet
 	$(GO) vet -tags coap ./internal/agent/...
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin $(DIST)

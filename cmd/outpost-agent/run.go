@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent/join"
 	"github.com/outpost-edge/outpost/internal/agent/ota"
 	"github.com/outpost-edge/outpost/internal/agent/slots"
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 // defaultDataDir is where join writes and run reads when --data is not given.
@@ -304,13 +305,13 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	err := parse(fs, command{
 		name:     "version",
 		synopsis: "",
-		about:    "Prints the agent version, the Go version and the platform.",
+		about:    "Prints the agent version, the commit it was built from, the Go version and the platform.",
 		example:  "  outpost-agent version",
 	}, args, stdout, stderr)
 	if err != nil {
 		return helpOK(err)
 	}
-	fmt.Fprintf(stdout, "outpost-agent %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "outpost-agent %s (commit %s, %s %s/%s)\n", version, buildinfo.Commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil
 }
 

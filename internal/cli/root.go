@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 // Version is the outpost version, set at build time with -ldflags "-X".
@@ -29,7 +31,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		Long:          "outpost runs the hub (embedded MQTT broker, store and API) and talks to a running hub's REST API.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       Version + " (commit " + buildinfo.Commit() + ")",
 		Example: `  outpost demo --devices 3
   outpost hub --data ./hub-data
   outpost login --hub http://127.0.0.1:8080 --user admin --password-stdin < ./hub-data/admin-password
