@@ -70,15 +70,31 @@ func runStart(ctx context.Context, args []string, w io.Writer) error {
 }
 
 // runRSS runs an agent with sources simulated sensors read rate times a
-// second for duration and prints its resident memory.
+// second for duration and prints its resident memory. With --idle (or
+// --sources 0) the agent is joined and connected to the hub but has no
+// telemetry sources at all: agent.yaml says "sources: []", which the agent
+// reads as "no sensors" (an absent key would mean the three default
+// simulated sensors).
 func runRSS(ctx context.Context, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("rss", flag.ContinueOnError)
-	sources := fs.Int("sources", 20, "simulated sensors")
+	sources := fs.Int("sources", 20, "simulated sensors; 0 runs the agent idle")
+	idle := fs.Bool("idle", false, "no telemetry sources, only the hub connection (same as --sources 0)")
 	rate := fs.Float64("rate", 10, "reads per second per sensor")
-	duration := fs.Duration("duration", 60*time.Second, "how long the agent runs")
+	duration := fs.Duration("duration", 60*time.Second, "how long the agent runs, sampled once a second")
 	workloads := fs.Bool("workloads", true, "run the agent with workloads.enabled (no services are deployed either way)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *idle {
+		*sources = 0
+	}
+	switch {
+	case *sources < 0:
+		return fmt.Errorf("--sources must be 0 or more, got %d", *sources)
+	case *sources > 0 && *rate <= 0:
+		return fmt.Errorf("--rate must be positive, got %g", *rate)
+	case *duration < 2*time.Second:
+		return fmt.Errorf("--duration must be at least 2s (one sample a second), got %s", *duration)
 	}
 	e, err := newEnvWithHub(ctx)
 	if err != nil {
@@ -86,7 +102,8 @@ func runRSS(ctx context.Context, args []string, w io.Writer) error {
 	}
 	defer e.close()
 	kinds := []string{"temperature", "humidity", "vibration"}
-	var srcs []any
+	// srcs is never nil so that zero sources is written as "sources: []".
+	srcs := []any{}
 	interval := time.Duration(float64(time.Second) / *rate)
 	for i := range *sources {
 		srcs = append(srcs, map[string]any{"name": fmt.Sprintf("s%02d", i), "type": "sim", "interval": interval.String(),
@@ -130,10 +147,20 @@ func runRSS(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	d.stop()
+	// A figure for an agent that never reached the hub would not be the
+	// one asked for.
+	if m["outpost_agent_mqtt_connected"] != 1 {
+		return fmt.Errorf("agent not connected to the hub at the end of the run (outpost_agent_mqtt_connected %g)\n%s",
+			m["outpost_agent_mqtt_connected"], d.output())
+	}
+	what := fmt.Sprintf("%d sim sources at %g Hz", *sources, *rate)
+	if *sources == 0 {
+		what = "idle (no sources, connected to the hub)"
+	}
 	last := samples[len(samples)-1]
 	steady := samples[len(samples)/2:]
-	fmt.Fprintf(w, "agent RSS, %d sim sources at %g Hz for %s: VmRSS at end %.1f MiB, max of second half %.1f MiB, VmHWM %.1f MiB (at end: RssAnon %.1f MiB, RssFile %.1f MiB incl. the mmapped spool); CPU %.1f%% of one core; %.0f points collected, %.0f acknowledged\n",
-		*sources, *rate, *duration, mib(last), mib(slices.Max(steady)), mib(st["VmHWM"]), mib(st["RssAnon"]), mib(st["RssFile"]), 100*cpu/time.Since(t0).Seconds(),
+	fmt.Fprintf(w, "agent RSS, %s for %s: VmRSS at end %.1f MiB, max of second half %.1f MiB, VmHWM %.1f MiB (at end: RssAnon %.1f MiB, RssFile %.1f MiB incl. the mmapped spool); CPU %.1f%% of one core; %.0f points collected, %.0f acknowledged\n",
+		what, *duration, mib(last), mib(slices.Max(steady)), mib(st["VmHWM"]), mib(st["RssAnon"]), mib(st["RssFile"]), 100*cpu/time.Since(t0).Seconds(),
 		m["outpost_agent_points_collected_total"], m["outpost_agent_points_acked_total"])
 	return nil
 }

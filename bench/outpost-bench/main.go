@@ -8,6 +8,7 @@
 //	go run ./bench/outpost-bench start --runs 20
 //	go run ./bench/outpost-bench rss --sources 20 --rate 10 --duration 60s
 //	go run ./bench/outpost-bench delta patch:old-agent=new-agent
+//	go run ./bench/outpost-bench rest --concurrency 32 --duration 10s
 package main
 
 import (
@@ -20,7 +21,7 @@ import (
 	"os/signal"
 )
 
-const usage = `usage: outpost-bench <payload|ingest|drain|start|rss|delta> [flags]
+const usage = `usage: outpost-bench <payload|ingest|drain|start|rss|delta|rest> [flags]
 Run from the repository root; -h after a command lists its flags.
 `
 
@@ -49,6 +50,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		"start":   runStart,
 		"rss":     runRSS,
 		"delta":   runDelta,
+		"rest":    runREST,
+		// gin-ping is the server rest starts as a child process.
+		"gin-ping": runGinPing,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

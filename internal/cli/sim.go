@@ -29,6 +29,15 @@ receives is reported back as applied. Devices also take the jobs the hub sends t
 (AWS IoT Jobs layout, e.g. from "outpost rollouts create"): IN_PROGRESS, then after
 --job-duration SUCCEEDED, or FAILED for the --job-fail-fraction of devices chosen to fail.
 
+At --qos 1 and 2 it measures publish latency: for every telemetry publish, the time from
+the publish call to the broker's acknowledgement (PUBACK; PUBCOMP at QoS 2), a wait for
+a free slot of the connection's in-flight window included. The hub's embedded broker
+acknowledges a batch only after committing it, so against the hub this is the time until
+the points are durably stored; against another broker (--mqtt) it is only its routing
+and acknowledgement. The summary prints p50, p90, p99, the maximum and the mean, kept in
+a fixed-size histogram (percentiles within 1%), and the progress line printed every
+second shows the acknowledged points/s and the publish p99 so far.
+
 With --probes it measures the shadow round trip: the desired state of a device is set
 through the REST API and the clock stops when the device sees the hub accept its report
 of the same value. It prints p50, p90, p99 and the maximum.
@@ -40,6 +49,7 @@ changed. --cleanup removes them at the end.
 Simulated devices keep no spool: a point that cannot be published is counted as failed,
 not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TOKEN).`,
 		Example: `  outpost sim --devices 100 --rate 10 --duration 1m
+  outpost sim --devices 200 --rate 100 --duration 15s --qos 1   # publish → stored latency
   outpost sim --devices 1000 --rate 0 --probes 2000 --probe-concurrency 10
   outpost sim --devices 10000 --connect-rate 1000 --probes 5000 --cleanup -o json
   outpost sim --hub http://hub.example:8080 --mqtt mqtt://hub.example:1883 --devices 50
@@ -114,6 +124,10 @@ func printSimResult(g *globals, r *sim.Result) {
 	t := r.Telemetry
 	fmt.Fprintf(w, "telemetry   %d points sent, %d acknowledged, %d failed in %s (%.0f points/s)\n",
 		t.Sent, t.Acked, t.Failed, roundElapsed(t.Elapsed), t.PointsPerSecond())
+	if p := r.Publish; p != nil && p.Count > 0 {
+		fmt.Fprintf(w, "publish     p50 %s  p90 %s  p99 %s  max %s  mean %s\n",
+			ms(p.P50), ms(p.P90), ms(p.P99), ms(p.Max), ms(p.Mean))
+	}
 	if j := r.Jobs; j.Succeeded+j.Failed > 0 {
 		fmt.Fprintf(w, "jobs        %d succeeded, %d failed\n", j.Succeeded, j.Failed)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,18 @@ func TestSimAgainstRealHub(t *testing.T) {
 	tm := res.Telemetry
 	if tm.Acked == 0 || tm.Failed != 0 || tm.Acked != tm.Sent {
 		t.Errorf("telemetry = %+v, want points sent and all acknowledged", tm)
+	}
+	// Every acknowledged batch (of about 2 points) was timed: publish →
+	// PUBACK, which the hub sends after the commit.
+	p := res.Publish
+	if p == nil {
+		t.Fatal("no publish latency at QoS 1")
+	}
+	if p.Count == 0 || p.Count > tm.Acked || p.Count < tm.Acked/4 {
+		t.Errorf("publish latency of %d publishes for %d acknowledged points", p.Count, tm.Acked)
+	}
+	if p.P50 <= 0 || p.P50 > p.P90 || p.P90 > p.P99 || p.P99 > p.Max || p.Mean <= 0 || p.Mean > p.Max {
+		t.Errorf("publish latency out of order: %+v", p)
 	}
 
 	// The hub has the devices with their labels, their points and the
@@ -201,6 +214,28 @@ func TestSimDuration(t *testing.T) {
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("a 300ms run took %s", d)
+	}
+}
+
+// TestSimTextSummary checks the text summary and the progress lines of a
+// telemetry run, and that QoS 0 has no publish latency (nothing is
+// acknowledged).
+func TestSimTextSummary(t *testing.T) {
+	startRealHub(t)
+	out, stderr, err := run(t, "", "sim", "--devices", "3", "--rate", "20", "--publish-every", "100ms", "--duration", "1500ms", "--cleanup")
+	if err != nil {
+		t.Fatalf("sim: %v\nstderr:\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`(?m)^publish     p50 [0-9.]+ms  p90 [0-9.]+ms  p99 [0-9.]+ms  max [0-9.]+ms  mean [0-9.]+ms$`).MatchString(out) {
+		t.Errorf("summary lacks the publish line:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^3 devices connected, [0-9]+ points/s acknowledged \([0-9]+ in all\), 0 points failed, publish p99 [0-9.]+ms$`).MatchString(stderr) {
+		t.Errorf("progress lacks the per-second telemetry line:\n%s", stderr)
+	}
+
+	res, _ := runSim(t, "--devices", "2", "--rate", "20", "--publish-every", "100ms", "--qos", "0", "--duration", "300ms", "--cleanup")
+	if res.Telemetry.Acked == 0 || res.Publish != nil {
+		t.Errorf("QoS 0: telemetry %+v, publish latency %+v; want points and no latency", res.Telemetry, res.Publish)
 	}
 }
 

@@ -349,6 +349,7 @@ func (d *device) publishPoints(ctx context.Context, now time.Time, n int) {
 	// A batch in flight completes even when publishing stops.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
+	start := time.Now()
 	pr, err := d.cm.Load().Publish(pctx, &paho.Publish{
 		Topic: protocol.TelemetryTopic(d.id), QoS: d.f.o.QoS, Payload: payload,
 		Properties: &paho.PublishProperties{ContentType: protocol.ContentTypeProtobuf},
@@ -356,6 +357,11 @@ func (d *device) publishPoints(ctx context.Context, now time.Time, n int) {
 	if err != nil || (pr != nil && pr.ReasonCode >= 0x80) {
 		count(&d.f.failed)
 		return
+	}
+	// At QoS 0 Publish returns once the packet is written: there is no
+	// acknowledgement to time.
+	if counted && d.f.o.QoS > 0 {
+		d.f.publish.Record(time.Since(start))
 	}
 	count(&d.f.acked)
 }

@@ -1,6 +1,7 @@
 // Package sim is `outpost sim`: a fleet of simulated devices, each with its
 // own MQTT connection to a hub, used as a load generator and to measure the
-// device shadow round trip.
+// device shadow round trip and the telemetry publish latency (publish to
+// acknowledgement, which the hub sends only after the commit).
 //
 // Every simulated device is enrolled through the hub's REST API and joins
 // with the agent's own join code, so it holds real per-device credentials

@@ -235,6 +235,9 @@ type Result struct {
 	Reconnects uint64 `json:"reconnects"`
 	// Telemetry is counted from the end of the connect phase to the stop.
 	Telemetry Telemetry `json:"telemetry"`
+	// Publish is the latency of the telemetry publishes in the same
+	// window as Telemetry, for QoS 1 and 2; nil at QoS 0 or rate 0.
+	Publish *PublishLatency `json:"publish,omitempty"`
 	// Shadow is the round-trip measurement, if probes were asked for.
 	Shadow *Latency `json:"shadow,omitempty"`
 	// Jobs counts the jobs the devices ended.
@@ -335,6 +338,10 @@ func Run(ctx context.Context, hub Hub, o Options) (*Result, error) {
 		Failed:  f.failed.Load(),
 		Elapsed: elapsed,
 	}
+	if o.QoS > 0 && o.Rate > 0 {
+		p := f.publish.Summary()
+		res.Publish = &p
+	}
 	for _, d := range f.devices {
 		if n := d.connects.Load(); n > 1 {
 			res.Reconnects += uint64(n - 1)
@@ -362,9 +369,12 @@ type fleet struct {
 	// counting gates the telemetry counters to the measured window.
 	counting            atomic.Bool
 	sent, acked, failed atomic.Uint64
-	jobsOK, jobsFailed  atomic.Uint64
-	closeOnce           sync.Once
-	wg                  sync.WaitGroup
+	// publish holds the latencies of the acknowledged telemetry
+	// publishes counted in acked (QoS 1 and 2 only).
+	publish            Histogram
+	jobsOK, jobsFailed atomic.Uint64
+	closeOnce          sync.Once
+	wg                 sync.WaitGroup
 }
 
 // enroll registers and joins every device, EnrollConcurrency at a time.
@@ -451,7 +461,9 @@ func (f *fleet) connect(ctx, runCtx context.Context) int {
 }
 
 // runFor lets the fleet run for d, or until ctx ends when d is 0, printing
-// the telemetry rate every 10 seconds.
+// every second the acknowledged rate over that second, the points
+// acknowledged and failed since the measured window opened and, at QoS 1
+// and 2, the publish p99 over the window so far.
 func (f *fleet) runFor(ctx context.Context, d time.Duration) {
 	if d > 0 {
 		var cancel context.CancelFunc
@@ -459,16 +471,23 @@ func (f *fleet) runFor(ctx context.Context, d time.Duration) {
 		defer cancel()
 	}
 	last, lastAt := f.acked.Load(), time.Now()
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if f.o.Progress == io.Discard {
+				continue
+			}
 			acked := f.acked.Load()
-			fmt.Fprintf(f.o.Progress, "%d devices connected, %.0f points/s acknowledged, %d points failed\n",
-				f.connectedNow(), float64(acked-last)/now.Sub(lastAt).Seconds(), f.failed.Load())
+			line := fmt.Sprintf("%d devices connected, %.0f points/s acknowledged (%d in all), %d points failed",
+				f.connectedNow(), float64(acked-last)/now.Sub(lastAt).Seconds(), acked, f.failed.Load())
+			if f.o.QoS > 0 && f.o.Rate > 0 {
+				line += fmt.Sprintf(", publish p99 %.1fms", float64(f.publish.Summary().P99)/float64(time.Millisecond))
+			}
+			fmt.Fprintln(f.o.Progress, line)
 			last, lastAt = acked, now
 		}
 	}
