@@ -136,6 +136,9 @@ func runIngest(ctx context.Context, args []string, w io.Writer) error {
 	fmt.Fprintf(w, "hub ingest: %d clients × %d in flight, %d points/batch, protobuf, QoS 1, SQLite\n", *devices, *window, *batch)
 	fmt.Fprintf(w, "  %.0f points/s acknowledged over %.1fs (after %s warm-up); hub CPU %.2f cores, load generator %.2f cores; hub VmHWM %d KiB\n",
 		float64(a1-a0)/secs, secs, *warmup, (cpu1-cpu0)/secs, (self1-self0)/secs, rss["VmHWM"])
+	if a1 > a0 {
+		fmt.Fprintf(w, "  hub CPU per 10k points stored: %.1f ms\n", (cpu1-cpu0)/float64(a1-a0)*1e4*1e3)
+	}
 	fmt.Fprintf(w, "  total acknowledged %d, stored per hub metrics %.0f, failed publishes %d\n", acked.Load(), stored, failed.Load())
 	if float64(acked.Load()) > stored {
 		return fmt.Errorf("the broker acknowledged %d points but the hub stored %.0f", acked.Load(), stored)
