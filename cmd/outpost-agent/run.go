@@ -311,7 +311,8 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return helpOK(err)
 	}
-	fmt.Fprintf(stdout, "outpost-agent %s (commit %s, %s %s/%s)\n", version, buildinfo.Commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	plat := strings.Replace(buildinfo.Platform(), "-", "/", 1)
+	fmt.Fprintf(stdout, "outpost-agent %s (commit %s, %s %s)\n", version, buildinfo.Commit(), runtime.Version(), plat)
 	return nil
 }
 

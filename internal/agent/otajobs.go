@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/agent/jobs"
 	"github.com/outpost-edge/outpost/internal/agent/ota"
 	"github.com/outpost-edge/outpost/internal/agent/slots"
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 // Job document types the agent handles.
@@ -79,8 +79,9 @@ func withReason(err error) error {
 	return err
 }
 
-// platform is this build's artifact platform, e.g. linux-arm64.
-func platform() string { return runtime.GOOS + "-" + runtime.GOARCH }
+// platform is this build's artifact platform, e.g. linux-arm64 or
+// linux-armv7.
+func platform() string { return buildinfo.Platform() }
 
 // jobHandlers are the OTA handlers by job type.
 func (a *Agent) jobHandlers() map[string]jobs.Handler {

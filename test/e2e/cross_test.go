@@ -53,7 +53,7 @@ func TestCrossArchAgents(t *testing.T) {
 
 			name, args := cmd("version")
 			out, _ := run(t, nil, "", true, name, args...)
-			arch := "linux/" + tg.goarch
+			arch := "linux/" + tg.name
 			if !strings.Contains(out, arch) {
 				t.Fatalf("version printed %q, want %s", out, arch)
 			}

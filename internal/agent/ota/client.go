@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 // Defaults for Config.
@@ -347,7 +349,8 @@ func (c *Client) Lookup(name, version, platform string, opts ...LookupOption) (*
 	}
 	targets := c.up.GetTopLevelTargets()
 	var tf *metadata.TargetFiles
-	for _, p := range []string{platform, PlatformAny} {
+	candidates := append(buildinfo.PlatformCandidates(platform), PlatformAny)
+	for _, p := range candidates {
 		if t, ok := targets[name+"/"+version+"/"+p]; ok {
 			tf = t
 			break
@@ -360,7 +363,7 @@ func (c *Client) Lookup(name, version, platform string, opts ...LookupOption) (*
 	if err != nil {
 		return nil, err
 	}
-	if t.Meta.Name != name || t.Meta.Version != version || (t.Meta.Platform != platform && t.Meta.Platform != PlatformAny) {
+	if t.Meta.Name != name || t.Meta.Version != version || !slices.Contains(candidates, t.Meta.Platform) {
 		return nil, newErr(ReasonInvalid, "target %s: signed custom metadata names %s %s %s", tf.Path, t.Meta.Name, t.Meta.Version, t.Meta.Platform)
 	}
 	installed := o.installed

@@ -695,3 +695,37 @@ func TestClassifyTUF(t *testing.T) {
 		}
 	}
 }
+
+// A 32-bit ARM agent takes the artifact of its own variant first, then
+// one published for plain linux/arm; an ARMv6 board never gets an ARMv7
+// build.
+func TestLookupARMVariants(t *testing.T) {
+	repo := newTestRepo(t)
+	v7 := repo.addTarget("outpost-agent", "2.0.0", TypeAgent, "linux-armv7", randomBytes(t, 1<<10))
+	arm := repo.addTarget("outpost-agent", "2.0.0", TypeAgent, "linux-arm", randomBytes(t, 1<<10))
+	repo.addTarget("tool", "1.0.0", TypeFile, "linux-armv7", randomBytes(t, 1<<10))
+	repo.publish()
+	c := newTestClient(t, repo, "", nil)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, platform, want string }{
+		{"outpost-agent", "linux-armv7", v7},
+		{"outpost-agent", "linux-armv6", arm},
+		{"outpost-agent", "linux-arm", arm},
+	} {
+		tg, err := c.Lookup(tt.name, "2.0.0", tt.platform)
+		if err != nil {
+			t.Errorf("%s: %v", tt.platform, err)
+			continue
+		}
+		if tg.SHA256 != tt.want {
+			t.Errorf("%s got the artifact for %s", tt.platform, tg.Meta.Platform)
+		}
+	}
+	_, err := c.Lookup("tool", "1.0.0", "linux-armv6")
+	assertReason(t, err, ReasonUnsigned)
+	if _, err := c.Lookup("outpost-agent", "2.0.0", "linux-arm64"); err == nil {
+		t.Error("an arm64 agent got a 32-bit ARM build")
+	}
+}
