@@ -49,7 +49,7 @@ func TestUsage(t *testing.T) {
 		{"run help", []string{"run", "--help"}, 0, "-log-level level", ""},
 		{"run help mentions slots", []string{"run", "--help"}, 0, "-no-slots", ""},
 		{"version help", []string{"version", "-h"}, 0, "Example:", ""},
-		{"version", []string{"version"}, 0, "outpost-agent " + version + " (go", ""},
+		{"version", []string{"version"}, 0, "outpost-agent " + version + " (commit ", ""},
 		{"bad flag", []string{"run", "--nope"}, 2, "", "flag provided but not defined: -nope"},
 		{"stray argument", []string{"version", "extra"}, 2, "", `unexpected argument "extra"`},
 		{"join without flags", []string{"join"}, 2, "", "missing --hub and --token"},
