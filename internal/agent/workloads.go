@@ -526,8 +526,84 @@ func (w *workloads) plan() map[string]parsedSpec {
 	if !maps.Equal(applied, w.applied) {
 		w.applied = applied
 		w.save()
+		w.prune(need)
 	}
 	return need
+}
+
+// keptPrevious is how many artifact versions per service beyond those in
+// use stay on disk: the last one, so that a rollback starts at once.
+const keptPrevious = 1
+
+// prune deletes downloaded artifacts nothing needs: of each artifact, the
+// versions that are neither desired, nor running, nor being fetched,
+// beyond the keptPrevious most recently downloaded. A service removed
+// from the device keeps its last version too, so that deploying it again
+// (or a hub that briefly lost the shadow) downloads nothing. Called with
+// w.mu held.
+func (w *workloads) prune(need map[string]parsedSpec) {
+	inUse := map[string]map[string]bool{}
+	use := func(name, version string) {
+		if inUse[name] == nil {
+			inUse[name] = map[string]bool{}
+		}
+		inUse[name][version] = true
+	}
+	for name, d := range w.desired {
+		if p := w.parse(name, d); p.err == nil {
+			use(p.name, p.version)
+		}
+	}
+	for name, d := range w.applied {
+		if p := w.parse(name, d); p.err == nil {
+			use(p.name, p.version)
+		}
+	}
+	for _, p := range need {
+		use(p.name, p.version)
+	}
+	root := filepath.Join(w.opts.DataDir, servicesDir)
+	names, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		dir := filepath.Join(root, n.Name())
+		keep := inUse[n.Name()]
+		versions, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		type old struct {
+			path string
+			mod  time.Time
+		}
+		var olds []old
+		for _, v := range versions {
+			if keep[v.Name()] {
+				continue
+			}
+			fi, err := v.Info()
+			if err != nil {
+				continue
+			}
+			olds = append(olds, old{filepath.Join(dir, v.Name()), fi.ModTime()})
+		}
+		slices.SortFunc(olds, func(a, b old) int { return b.mod.Compare(a.mod) })
+		for i, o := range olds {
+			if i >= keptPrevious {
+				w.removeArtifact(o.path)
+			}
+		}
+	}
+}
+
+func (w *workloads) removeArtifact(path string) {
+	if err := os.RemoveAll(path); err != nil {
+		w.log.Warn("removing an unused service artifact failed", "path", path, "err", err)
+		return
+	}
+	w.log.Info("removed an unused service artifact", "path", path)
 }
 
 // reconcile applies the runnable set and starts, retries and cancels

@@ -655,3 +655,46 @@ func TestWorkloadsNoShadowStopsSavedOnes(t *testing.T) {
 	r.w.trigger()
 	r.waitReport(t, reportIs("thermo-api", d.Revision, "running"))
 }
+
+// Artifacts nothing uses are deleted once a new set runs: the newest
+// unused version of each artifact stays (a quick rollback, a redeploy),
+// older ones go, also those of services no longer deployed.
+func TestWorkloadsPruneArtifacts(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Now().Add(-time.Hour)
+	for i, v := range []string{"1.0.0", "1.1.0", "1.2.0", "0.9.0"} {
+		place(t, dir, "thermo", v, sleeper)
+		// Downloaded in this order: 0.9.0 last, although it is older.
+		at := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(filepath.Join(dir, servicesDir, "thermo", v), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	place(t, dir, "retired", "2.0.0", sleeper)
+	place(t, dir, "retired", "1.0.0", sleeper)
+	old := base.Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, servicesDir, "retired", "1.0.0"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	r := startRec(t, dir, recOptions{})
+	d := desired(t, serviceYAML("thermo-api", "thermo@1.2.0", "a"))
+	r.send(t, map[string]*protocol.WorkloadDesired{"thermo-api": &d})
+	r.waitReport(t, reportIs("thermo-api", d.Revision, "running"))
+
+	exists := func(parts ...string) bool {
+		_, err := os.Stat(filepath.Join(append([]string{dir, servicesDir}, parts...)...))
+		return err == nil
+	}
+	testutil.Eventually(t, wlWait, func() error {
+		if exists("retired", "1.0.0") || exists("thermo", "1.0.0") || exists("thermo", "1.1.0") {
+			return errors.New("unused artifacts still on disk")
+		}
+		return nil
+	})
+	if !exists("thermo", "1.2.0", "thermo") {
+		t.Error("the running version was deleted")
+	}
+	if !exists("thermo", "0.9.0", "thermo") || !exists("retired", "2.0.0", "retired") {
+		t.Error("the most recently downloaded unused version was deleted")
+	}
+}
