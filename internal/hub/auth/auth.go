@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -57,16 +58,44 @@ func SecretMatches(hash []byte, secret string) bool {
 	return subtle.ConstantTimeCompare(hash, HashSecret(secret)) == 1
 }
 
-// Issuer issues and verifies API tokens (JWT, HS256).
+// Issuer issues and verifies API tokens (JWT, HS256). It is safe for
+// concurrent use.
 type Issuer struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
+	key    []byte
+	ttl    time.Duration
+	now    func() time.Time
+	parser *jwt.Parser
+
+	// verifiedMu guards verified: the tokens Verify has accepted, by their
+	// whole text, so that a client sending the same token with every
+	// request costs one parse and signature check, not one per request.
+	verifiedMu sync.RWMutex
+	verified   map[string]verifiedToken
 }
+
+// verifiedToken is what Verify needs to accept a token it has verified
+// before: the claims that depend on the time. Signature, algorithm, issuer
+// and subject do not change with it, as the key is the token's text.
+type verifiedToken struct {
+	subject string
+	exp     time.Time
+	nbf     time.Time // zero: the token has no nbf
+}
+
+// maxVerified bounds the tokens an Issuer remembers; a busy hub serves far
+// fewer sessions at a time.
+const maxVerified = 1024
 
 // NewIssuer returns an Issuer signing with key; tokens live for ttl.
 func NewIssuer(key []byte, ttl time.Duration) *Issuer {
-	return &Issuer{key: key, ttl: ttl, now: time.Now}
+	i := &Issuer{key: key, ttl: ttl, now: time.Now, verified: make(map[string]verifiedToken)}
+	i.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(issuerName),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(func() time.Time { return i.now() }),
+	)
+	return i
 }
 
 const issuerName = "outpost-hub"
@@ -90,19 +119,52 @@ func (i *Issuer) Issue(user string) (string, time.Time, error) {
 
 // Verify checks a token's signature, algorithm, issuer and expiry, and
 // returns its subject (the user name).
+//
+// A token it accepted before is accepted again without parsing while the
+// clock is still within its nbf and exp, the checks golang-jwt makes of
+// RegisteredClaims that depend on the time; any other token, or one whose
+// time is up, goes through the full check.
 func (i *Issuer) Verify(token string) (string, error) {
+	i.verifiedMu.RLock()
+	v, ok := i.verified[token]
+	i.verifiedMu.RUnlock()
+	if ok {
+		if now := i.now(); now.Before(v.exp) && !now.Before(v.nbf) {
+			return v.subject, nil
+		}
+	}
 	var claims jwt.RegisteredClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return i.key, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-		jwt.WithIssuer(issuerName),
-		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(i.now),
-	)
-	if err != nil {
+	if _, err := i.parser.ParseWithClaims(token, &claims, i.keyFunc); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	if claims.Subject == "" {
 		return "", fmt.Errorf("%w: no subject", ErrInvalidToken)
 	}
+	v = verifiedToken{subject: claims.Subject, exp: claims.ExpiresAt.Time}
+	if claims.NotBefore != nil {
+		v.nbf = claims.NotBefore.Time
+	}
+	i.remember(token, v)
 	return claims.Subject, nil
+}
+
+func (i *Issuer) keyFunc(*jwt.Token) (any, error) { return i.key, nil }
+
+// remember adds a verified token to i.verified. When that is full, it first
+// drops the expired tokens and, if that is not enough, all of them.
+func (i *Issuer) remember(token string, v verifiedToken) {
+	i.verifiedMu.Lock()
+	defer i.verifiedMu.Unlock()
+	if len(i.verified) >= maxVerified {
+		now := i.now()
+		for t, old := range i.verified {
+			if !now.Before(old.exp) {
+				delete(i.verified, t)
+			}
+		}
+		if len(i.verified) >= maxVerified {
+			clear(i.verified)
+		}
+	}
+	i.verified[token] = v
 }

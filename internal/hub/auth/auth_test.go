@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -202,6 +203,121 @@ func TestIssuerRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIssuerRemembersOnlyWhileValid checks that a token Verify accepted
+// before is still held to its time claims when it is accepted again
+// without parsing.
+func TestIssuerRemembersOnlyWhileValid(t *testing.T) {
+	now := t0
+	iss := fixedIssuer(testKey, time.Hour, &now)
+	good, _, err := iss.Issue("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := signed(t, jwt.SigningMethodHS256, testKey, jwt.RegisteredClaims{
+		Issuer:    issuerName,
+		Subject:   "ops",
+		NotBefore: jwt.NewNumericDate(t0.Add(10 * time.Minute)),
+		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour)),
+	})
+	steps := []struct {
+		name     string
+		now      time.Time
+		token    string
+		wantUser string // empty: rejected
+	}{
+		{"fresh", t0, good, "admin"},
+		{"again", t0.Add(time.Minute), good, "admin"},
+		{"a second before expiry", t0.Add(time.Hour - time.Second), good, "admin"},
+		{"at expiry", t0.Add(time.Hour), good, ""},
+		{"after expiry", t0.Add(2 * time.Hour), good, ""},
+		{"before nbf", t0, later, ""},
+		{"at nbf", t0.Add(10 * time.Minute), later, "ops"},
+		{"clock back before nbf", t0.Add(9 * time.Minute), later, ""},
+		{"after nbf again", t0.Add(11 * time.Minute), later, "ops"},
+		{"nbf token expired", t0.Add(time.Hour), later, ""},
+	}
+	for _, st := range steps {
+		now = st.now
+		user, err := iss.Verify(st.token)
+		if st.wantUser == "" {
+			if !errors.Is(err, ErrInvalidToken) || user != "" {
+				t.Errorf("%s: Verify = %q, %v; want ErrInvalidToken", st.name, user, err)
+			}
+			continue
+		}
+		if err != nil || user != st.wantUser {
+			t.Errorf("%s: Verify = %q, %v; want %q", st.name, user, err, st.wantUser)
+		}
+	}
+}
+
+// TestIssuerRemembersBounded checks that the remembered tokens stay within
+// maxVerified and that a forgotten token still verifies.
+func TestIssuerRemembersBounded(t *testing.T) {
+	now := t0
+	iss := fixedIssuer(testKey, time.Hour, &now)
+	var first string
+	for n := range maxVerified + 10 {
+		now = t0.Add(time.Duration(n) * time.Second)
+		tok, _, err := iss.Issue("admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			first = tok
+		}
+		if _, err := iss.Verify(tok); err != nil {
+			t.Fatalf("Verify token %d: %v", n, err)
+		}
+		iss.verifiedMu.RLock()
+		size := len(iss.verified)
+		iss.verifiedMu.RUnlock()
+		if size > maxVerified {
+			t.Fatalf("after %d tokens %d are remembered, want at most %d", n+1, size, maxVerified)
+		}
+	}
+	if user, err := iss.Verify(first); err != nil || user != "admin" {
+		t.Errorf("Verify of the first token = %q, %v; want admin", user, err)
+	}
+}
+
+// TestIssuerConcurrentVerify runs Verify from many goroutines, for the race
+// detector, on one token, on fresh ones and on a forged one.
+func TestIssuerConcurrentVerify(t *testing.T) {
+	iss := NewIssuer(testKey, time.Hour)
+	shared, _, err := iss.Issue("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := signed(t, jwt.SigningMethodHS256, otherKey, jwt.RegisteredClaims{
+		Issuer: issuerName, Subject: "root", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if user, err := iss.Verify(shared); err != nil || user != "admin" {
+					t.Errorf("Verify(shared) = %q, %v", user, err)
+					return
+				}
+				if user, err := iss.Verify(forged); err == nil {
+					t.Errorf("Verify(forged) = %q, nil; want an error", user)
+					return
+				}
+			}
+			tok, _, err := iss.Issue(fmt.Sprint("user", g))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if user, err := iss.Verify(tok); err != nil || user != fmt.Sprint("user", g) {
+				t.Errorf("Verify(own) = %q, %v", user, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // fakeUsers is an in-memory Users.

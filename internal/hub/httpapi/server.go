@@ -176,14 +176,22 @@ func (a *api) recover(c *gin.Context) {
 	c.Next()
 }
 
+// logRequests logs every request: at Warn when it failed with a 5xx, else
+// at Debug.
 func (a *api) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
+	level := slog.LevelDebug
 	if c.Writer.Status() >= 500 {
-		a.logger.Warn("request", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "duration", time.Since(start))
-	} else {
-		a.logger.Debug("request", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "duration", time.Since(start))
+		level = slog.LevelWarn
 	}
+	// The level is checked before the attributes are built, which allocates:
+	// at the default level the successful requests are not logged at all.
+	ctx := context.Background()
+	if !a.logger.Enabled(ctx, level) {
+		return
+	}
+	a.logger.Log(ctx, level, "request", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "duration", time.Since(start))
 }
 
 func limitBody(c *gin.Context) {

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -767,5 +768,101 @@ func TestConcurrentInsertPoints(t *testing.T) {
 		if n, err := s.CountPoints(ctx, id); err != nil || n != perDevice {
 			t.Errorf("CountPoints(%s) = %d, %v; want %d", id, n, err, perDevice)
 		}
+	}
+}
+
+// TestConcurrentDeviceLookups runs the prepared device reads from more
+// goroutines than the reader pool has connections while a writer changes
+// the device: every read sees a committed state, the last one the final
+// state, and the pool keeps its connections instead of closing and
+// reopening them.
+func TestConcurrentDeviceLookups(t *testing.T) {
+	s := open(t)
+	ctx := t.Context()
+	mustCreateDevice(t, s, "dev", map[string]string{"rev": "0"})
+	mustAddToken(t, s, "dev", "tok", t0.Add(time.Hour))
+	if _, err := s.RedeemJoinToken(ctx, []byte("tok"), t0, []byte("secret")); err != nil {
+		t.Fatalf("RedeemJoinToken: %v", err)
+	}
+	const (
+		readers = 16
+		lookups = 100
+		updates = 50
+	)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	report := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for range readers {
+		wg.Go(func() {
+			for range lookups {
+				d, err := s.Device(ctx, "dev")
+				if err != nil {
+					report(fmt.Errorf("Device: %w", err))
+					return
+				}
+				if rev := d.Labels["rev"]; d.ID != "dev" || rev == "" {
+					report(fmt.Errorf("Device = %+v, want dev with a rev label", d))
+					return
+				}
+				if h, err := s.DeviceSecretHash(ctx, "dev"); err != nil || !bytes.Equal(h, []byte("secret")) {
+					report(fmt.Errorf("DeviceSecretHash = %q, %v; want secret", h, err))
+					return
+				}
+				if _, err := s.Device(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+					report(fmt.Errorf("Device(nope) err = %v, want ErrNotFound", err))
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range updates {
+			if _, err := s.UpdateDeviceLabels(ctx, "dev", map[string]string{"rev": fmt.Sprint(i + 1)}); err != nil {
+				report(fmt.Errorf("UpdateDeviceLabels: %w", err))
+				return
+			}
+		}
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Device(ctx, "dev"); err != nil || d.Labels["rev"] != fmt.Sprint(updates) {
+		t.Errorf("Device after the updates = %+v, %v; want rev=%d", d, err, updates)
+	}
+	st := sqlite.ReaderStats(s)
+	if st.MaxIdleClosed != 0 || st.MaxLifetimeClosed != 0 || st.MaxIdleTimeClosed != 0 {
+		t.Errorf("reader pool closed connections: %+v", st)
+	}
+	if st.OpenConnections > 4 {
+		t.Errorf("reader pool has %d connections open, want at most 4", st.OpenConnections)
+	}
+}
+
+// TestKeyLookupsHonourDoneContext checks that the reads by primary key,
+// which do not watch their context while they run, still refuse to start
+// with one that is done.
+func TestKeyLookupsHonourDoneContext(t *testing.T) {
+	s := open(t)
+	mustCreateDevice(t, s, "dev", nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if d, err := s.Device(ctx, "dev"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Device(canceled) = %+v, %v; want context.Canceled", d, err)
+	}
+	if h, err := s.DeviceSecretHash(ctx, "dev"); !errors.Is(err, context.Canceled) {
+		t.Errorf("DeviceSecretHash(canceled) = %q, %v; want context.Canceled", h, err)
+	}
+	dctx, dcancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
+	defer dcancel()
+	if _, err := s.Device(dctx, "dev"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Device(past deadline) err = %v, want context.DeadlineExceeded", err)
 	}
 }
