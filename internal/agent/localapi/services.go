@@ -12,29 +12,20 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // maxServicesBytes bounds the hub's answer to a service lookup.
 const maxServicesBytes = 1 << 20
 
-// maxServiceNameLen is the longest service name or tag looked up.
-const maxServiceNameLen = 128
+// Instance is one registered instance of a service, as the hub returns it.
+type Instance = protocol.ServiceInstance
 
-// Instance is one registered instance of a service, as the hub's
-// /api/v1/device/services/{name} returns it.
-type Instance struct {
-	ID      string            `json:"id"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta"`
-	Health  string            `json:"health"`
-}
-
-// ServicesAnswer is the body of GET /v1/services/{name}.
+// ServicesAnswer is the body of GET /v1/services/{name}: the hub's answer
+// and where it came from.
 type ServicesAnswer struct {
-	Service   string     `json:"service"`
-	Instances []Instance `json:"instances"`
+	protocol.ServiceLookup
 	// Cached is true when the hub could not be asked and this is the last
 	// answer it gave.
 	Cached bool `json:"cached"`
@@ -43,30 +34,17 @@ type ServicesAnswer struct {
 	FetchedAt time.Time `json:"fetched_at"`
 }
 
-func validServiceWord(what, s string) error {
-	if len(s) == 0 || len(s) > maxServiceNameLen {
-		return fmt.Errorf("%s must be 1 to %d bytes, got %d", what, maxServiceNameLen, len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%s %q has %q at byte %d; allowed are letters, digits, '.', '_' and '-'", what, s, c, i)
-		}
-	}
-	return nil
-}
-
 // services answers the hub's instances of a service, or the cached
 // answer when the hub cannot be asked.
 func (a *API) services(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	tags := r.URL.Query()["tag"]
 	var problems []error
-	if err := validServiceWord("service name", name); err != nil {
+	if err := protocol.CheckServiceWord("service name", name); err != nil {
 		problems = append(problems, err)
 	}
 	for _, t := range tags {
-		if err := validServiceWord("tag", t); err != nil {
+		if err := protocol.CheckServiceWord("tag", t); err != nil {
 			problems = append(problems, err)
 		}
 	}
@@ -142,7 +120,7 @@ func (a *API) fetchServices(ctx context.Context, name string, tags []string) (Se
 	if a.opts.HubURL == "" {
 		return ServicesAnswer{}, errors.New("no hub_url configured")
 	}
-	u := strings.TrimSuffix(a.opts.HubURL, "/") + "/api/v1/device/services/" + url.PathEscape(name)
+	u := strings.TrimSuffix(a.opts.HubURL, "/") + protocol.DeviceServicesPath + url.PathEscape(name)
 	if len(tags) > 0 {
 		u += "?" + url.Values{"tag": tags}.Encode()
 	}

@@ -5,25 +5,16 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/gin-gonic/gin"
-)
 
-// maxServiceWordLen is the longest service name or tag a device may ask for.
-const maxServiceWordLen = 128
+	"github.com/outpost-edge/outpost/protocol"
+)
 
 // ServiceInstance is one registered instance of a service, as devices
 // see it at GET /api/v1/device/services/{name}.
-type ServiceInstance struct {
-	ID      string            `json:"id"`
-	Address string            `json:"address"`
-	Port    int               `json:"port"`
-	Tags    []string          `json:"tags"`
-	Meta    map[string]string `json:"meta"`
-	// Health is the instance's health as the registry knows it, e.g.
-	// passing, warning or critical.
-	Health string `json:"health"`
-}
+type ServiceInstance = protocol.ServiceInstance
 
 // ServiceResolver finds the instances of a service for devices. Resolve
 // returns the instances of service that carry every one of tags (none:
@@ -31,12 +22,6 @@ type ServiceInstance struct {
 // error. It is called from many requests at once.
 type ServiceResolver interface {
 	Resolve(ctx context.Context, service string, tags []string) ([]ServiceInstance, error)
-}
-
-// deviceServicesAnswer is the body of GET /api/v1/device/services/{name}.
-type deviceServicesAnswer struct {
-	Service   string            `json:"service"`
-	Instances []ServiceInstance `json:"instances"`
 }
 
 // registerDeviceServiceRoutes mounts the device-facing service lookup
@@ -47,7 +32,7 @@ func (a *api) registerDeviceServiceRoutes(v1 *gin.RouterGroup) {
 	if a.Services == nil {
 		return
 	}
-	v1.GET("/device/services/:name", a.requireDevice, a.deviceServices)
+	v1.GET(strings.TrimPrefix(protocol.DeviceServicesPath, "/api/v1")+":name", a.requireDevice, a.deviceServices)
 }
 
 // requireDevice accepts HTTP Basic with a device's id and MQTT password.
@@ -64,8 +49,12 @@ func (a *api) requireDevice(c *gin.Context) {
 func (a *api) deviceServices(c *gin.Context) {
 	name := c.Param("name")
 	tags := c.QueryArray("tag")
-	for _, w := range append([]string{name}, tags...) {
-		if err := checkServiceWord(w); err != nil {
+	if err := protocol.CheckServiceWord("service name", name); err != nil {
+		fail(c, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	for _, t := range tags {
+		if err := protocol.CheckServiceWord("tag", t); err != nil {
 			fail(c, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
@@ -80,20 +69,5 @@ func (a *api) deviceServices(c *gin.Context) {
 	if insts == nil {
 		insts = []ServiceInstance{}
 	}
-	c.JSON(http.StatusOK, deviceServicesAnswer{Service: name, Instances: insts})
-}
-
-// checkServiceWord accepts 1 to maxServiceWordLen bytes of ASCII letters,
-// digits, '.', '_' and '-'.
-func checkServiceWord(s string) error {
-	if len(s) == 0 || len(s) > maxServiceWordLen {
-		return fmt.Errorf("service names and tags must be 1 to %d bytes, got %q", maxServiceWordLen, s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%q has %q at byte %d; allowed are letters, digits, '.', '_' and '-'", s, c, i)
-		}
-	}
-	return nil
+	c.JSON(http.StatusOK, protocol.ServiceLookup{Service: name, Instances: insts})
 }
