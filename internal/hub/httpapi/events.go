@@ -45,26 +45,13 @@ func (a *api) deviceEvents(c *gin.Context) {
 		a.failErr(c, err)
 		return
 	}
-	closing := serverClosing(c.Request)
-	w := c.Writer
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	send := func(b []byte) bool {
-		if _, err := fmt.Fprintf(w, "event: devices\ndata: %s\n\n", b); err != nil {
-			return false
-		}
-		w.Flush()
-		return true
-	}
-	if !send(last) {
+	stream := openSSE(c)
+	defer stream.close()
+	if !stream.send("devices", last) {
 		return
 	}
 	check := time.NewTicker(deviceEventsInterval)
 	defer check.Stop()
-	keepAlive := time.NewTicker(sseKeepAlive)
-	defer keepAlive.Stop()
 	for {
 		select {
 		case <-check.C:
@@ -79,21 +66,61 @@ func (a *api) deviceEvents(c *gin.Context) {
 				continue
 			}
 			last = b
-			if !send(b) {
+			if !stream.send("devices", b) {
 				return
 			}
-		case <-keepAlive.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+		case <-stream.keepAlive.C:
+			if !stream.ping() {
 				return
 			}
-			w.Flush()
-		case <-closing:
+		case <-stream.closing:
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
 }
+
+// sse is a server-sent event stream to one client: the response headers
+// are written, and keepAlive ticks when a comment should keep idle
+// proxies from closing it.
+type sse struct {
+	w         gin.ResponseWriter
+	keepAlive *time.Ticker
+	// closing is closed when the server shuts down (nil: never).
+	closing <-chan struct{}
+}
+
+// openSSE starts the event stream of c's response.
+func openSSE(c *gin.Context) *sse {
+	w := c.Writer
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	w.Flush()
+	return &sse{w: w, keepAlive: time.NewTicker(sseKeepAlive), closing: serverClosing(c.Request)}
+}
+
+// send writes one event; false when the client is gone.
+func (s *sse) send(event string, data []byte) bool {
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+		return false
+	}
+	s.w.Flush()
+	return true
+}
+
+// ping writes a keep-alive comment; false when the client is gone.
+func (s *sse) ping() bool {
+	if _, err := fmt.Fprint(s.w, ": keep-alive\n\n"); err != nil {
+		return false
+	}
+	s.w.Flush()
+	return true
+}
+
+func (s *sse) close() { s.keepAlive.Stop() }
 
 // requireAuthOrQueryToken is requireAuth that also accepts the token as
 // ?access_token=, because a browser's EventSource cannot send headers. It

@@ -287,14 +287,8 @@ func (a *api) watchService(c *gin.Context) {
 		a.failRegistry(c, err)
 		return
 	}
-	w := c.Writer
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	w.Flush()
-	keepAlive := time.NewTicker(sseKeepAlive)
-	defer keepAlive.Stop()
+	stream := openSSE(c)
+	defer stream.close()
 	for {
 		select {
 		case ins, ok := <-ch:
@@ -306,15 +300,13 @@ func (a *api) watchService(c *gin.Context) {
 				a.logger.Error("encoding a watch snapshot", "err", err)
 				return
 			}
-			if _, err := fmt.Fprintf(w, "event: instances\ndata: %s\n\n", b); err != nil {
+			if !stream.send("instances", b) {
 				return
 			}
-			w.Flush()
-		case <-keepAlive.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+		case <-stream.keepAlive.C:
+			if !stream.ping() {
 				return
 			}
-			w.Flush()
 		case <-ctx.Done():
 			// Drain so that the registry's watch goroutine ends.
 			for range ch {
