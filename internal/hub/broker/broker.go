@@ -9,7 +9,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	outpostv1 "github.com/outpost-edge/outpost/gen/outpost/v1"
 	"github.com/outpost-edge/outpost/internal/hub/ingest"
@@ -49,7 +48,7 @@ type Options struct {
 // listener) and serve with Run.
 type Broker struct {
 	srv    *mqtt.Server
-	tcp    *listeners.TCP
+	tcp    *tcpListener
 	logger *slog.Logger
 	// ctx is cancelled when Run returns; hooks use it for store calls.
 	ctx    context.Context
@@ -58,6 +57,7 @@ type Broker struct {
 
 	authFailures prometheus.Counter
 	aclDenied    prometheus.Counter
+	acceptErrors prometheus.Counter
 }
 
 // maxPacketSize lets payloads somewhat over protocol.MaxPayloadBytes reach
@@ -82,9 +82,10 @@ func New(opts Options) (*Broker, error) {
 		srv: srv, logger: logger, ctx: ctx, cancel: cancel,
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_mqtt_auth_failures_total", Help: "MQTT connections refused for bad credentials."}),
 		aclDenied:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_mqtt_acl_denied_total", Help: "MQTT publishes and subscriptions refused by topic ACL."}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_mqtt_accept_errors_total", Help: "Failed accepts of MQTT connections (e.g. out of file descriptors); the broker retries."}),
 	}
 	if opts.Registry != nil {
-		opts.Registry.MustRegister(b.authFailures, b.aclDenied, prometheus.NewGaugeFunc(
+		opts.Registry.MustRegister(b.authFailures, b.aclDenied, b.acceptErrors, prometheus.NewGaugeFunc(
 			prometheus.GaugeOpts{Name: "outpost_mqtt_clients_connected", Help: "Connected MQTT clients."},
 			func() float64 { return float64(srv.Info.ClientsConnected) }))
 	}
@@ -93,7 +94,7 @@ func New(opts Options) (*Broker, error) {
 		cancel()
 		return nil, fmt.Errorf("adding broker hook: %w", err)
 	}
-	b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: opts.Addr})
+	b.tcp = newTCPListener("tcp", opts.Addr, logger, b.acceptErrors)
 	if err := srv.AddListener(b.tcp); err != nil {
 		cancel()
 		return nil, fmt.Errorf("listening for MQTT on %s: %w", opts.Addr, err)

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// tcpListener is the broker's MQTT listener. It replaces the MQTT
+// library's own TCP listener, whose accept loop ends for good at the first
+// accept error: once the process ran out of file descriptors (a fleet
+// larger than `ulimit -n`), the hub never accepted another device, even
+// after descriptors were freed. This one waits and accepts again, as
+// net/http's server does, logging the first error of a run.
+type tcpListener struct {
+	id, address string
+	logger      *slog.Logger
+	errors      prometheus.Counter
+
+	mu     sync.Mutex
+	listen net.Listener
+	closed bool
+	done   chan struct{}
+}
+
+// Accept errors are retried after acceptBackoffMin, doubling to
+// acceptBackoffMax while they last.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+func newTCPListener(id, address string, logger *slog.Logger, errs prometheus.Counter) *tcpListener {
+	return &tcpListener{id: id, address: address, logger: logger, errors: errs, done: make(chan struct{})}
+}
+
+func (l *tcpListener) ID() string       { return l.id }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+// Address is the bound address once Init has run.
+func (l *tcpListener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.listen != nil {
+		return l.listen.Addr().String()
+	}
+	return l.address
+}
+
+// Init binds the address. The library's logger is not used: it is
+// discarded (see New).
+func (l *tcpListener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.listen = ln
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close, handing each to establish.
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	ln := l.listen
+	l.mu.Unlock()
+	var wait time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if l.isClosed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.errors.Inc()
+			if wait == 0 {
+				wait = acceptBackoffMin
+				l.logger.Error("accepting MQTT connections failed; retrying", "err", err)
+			} else {
+				wait = min(2*wait, acceptBackoffMax)
+			}
+			select {
+			case <-time.After(wait):
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		if wait != 0 {
+			l.logger.Info("accepting MQTT connections again")
+			wait = 0
+		}
+		go func() {
+			if err := establish(l.id, conn); err != nil {
+				l.logger.Debug("MQTT connection ended", "err", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close stops accepting and closes the clients of this listener.
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	close(l.done)
+	ln := l.listen
+	l.mu.Unlock()
+	closeClients(l.id)
+	if ln != nil {
+		_ = ln.Close()
+	}
+}
