@@ -14,9 +14,10 @@ import (
 func newSimCmd(g *globals) *cobra.Command {
 	o := sim.Options{Devices: 10, Rate: 1, QoS: 1}
 	var (
-		labels   []string
-		qos      uint8
-		logLevel string
+		labels    []string
+		sourceIPs []string
+		qos       uint8
+		logLevel  string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -46,12 +47,22 @@ Devices are named PREFIX-00001, PREFIX-00002, … and labelled simulated=true. D
 that exist already (from an earlier run) get a fresh join token; their labels are not
 changed. --cleanup removes them at the end.
 
+One source address reaches one broker address and port with at most as many
+connections as the local port range holds (net.ipv4.ip_local_port_range, about 28,000
+by default), so a fleet beyond that fails to connect with "cannot assign requested
+address". --source-ips spreads the devices' MQTT connections over several local
+addresses, round-robin: an address, a range FIRST-LAST of one family, or a list of
+them separated by commas. On Linux every address of 127.0.0.0/8 is local, so
+--source-ips 127.0.0.2-127.0.0.9 gives a fleet against a hub on 127.0.0.1 eight times
+the ports; elsewhere the addresses must be assigned to an interface.
+
 Simulated devices keep no spool: a point that cannot be published is counted as failed,
 not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TOKEN).`,
 		Example: `  outpost sim --devices 100 --rate 10 --duration 1m
   outpost sim --devices 200 --rate 100 --duration 15s --qos 1   # publish → stored latency
   outpost sim --devices 1000 --rate 0 --probes 2000 --probe-concurrency 10
   outpost sim --devices 10000 --connect-rate 1000 --probes 5000 --cleanup -o json
+  outpost sim --devices 50000 --rate 0 --connect-rate 2000 --source-ips 127.0.0.2-127.0.0.9   # beyond one address's ports
   outpost sim --hub http://hub.example:8080 --mqtt mqtt://hub.example:1883 --devices 50
   outpost sim --devices 1000 --rate 0 --job-fail-fraction 0.02 --duration 10m   # a fleet for a rollout`,
 		Args: cobra.NoArgs,
@@ -63,8 +74,11 @@ not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TO
 			if o.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
+			// A bad --source-ips is reported with the other problems.
+			var srcErr error
+			o.SourceIPs, srcErr = sim.ParseSourceIPs(sourceIPs)
 			o.QoS = qos
-			if err := o.Validate(); err != nil {
+			if err := errors.Join(srcErr, o.Validate()); err != nil {
 				return err
 			}
 			c, err := g.client(cmd)
@@ -103,6 +117,7 @@ not retried. The hub needs an admin token (outpost login, --token or $OUTPOST_TO
 	f.StringVar(&o.Prefix, "prefix", "sim", "device id prefix: devices are PREFIX-00001, PREFIX-00002, …")
 	f.StringArrayVarP(&labels, "label", "l", nil, "extra label on new devices as key=value (repeatable)")
 	f.StringVar(&o.MQTTURL, "mqtt", "", "broker URL to connect to instead of the one the hub hands out at join")
+	f.StringSliceVar(&sourceIPs, "source-ips", nil, "local addresses the MQTT connections come from, round-robin: IP, FIRST-LAST or a comma-separated list (default: the system's choice)")
 	f.IntVar(&o.ConnectRate, "connect-rate", 500, "devices that start connecting per second")
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 0, "how long to wait for the whole fleet to connect (default 1m plus devices/connect-rate seconds)")
 	f.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 16, "enrollments in flight at once (1 to 256)")

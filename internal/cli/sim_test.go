@@ -167,12 +167,24 @@ func TestSimErrors(t *testing.T) {
 		{[]string{"--rate", "10000", "--publish-every", "1s"}, "more than the 5000 a batch may hold"},
 		{[]string{"--label", "simulated=no"}, `label "simulated" is set by the simulator`},
 		{[]string{"--mqtt", "http://x"}, `MQTT URL "http://x" must be`},
+		{[]string{"--source-ips", "127.0.0.9-127.0.0.2"}, `source IPs "127.0.0.9-127.0.0.2": range ends at 127.0.0.2, before it starts`},
+		{[]string{"--source-ips", "127.0.0.2-9"}, `"9" is not an IP address`},
 		{[]string{"--hub", "http://127.0.0.1:1", "--token", "x", "--devices", "1"}, "cannot reach hub at http://127.0.0.1:1"},
 	} {
 		_, _, err := run(t, "", append([]string{"sim"}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("sim %v: err = %v, want it to contain %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestSimSourceIPs connects a fleet from two loopback source addresses
+// and checks that the hub saw the devices connected.
+func TestSimSourceIPs(t *testing.T) {
+	startRealHub(t)
+	res, _ := runSim(t, "--devices", "4", "--rate", "0", "--probes", "4", "--source-ips", "127.0.0.2,127.0.0.3", "--cleanup")
+	if res.Connected != 4 || res.Shadow == nil || res.Shadow.OK != 4 {
+		t.Errorf("result %+v, want 4 devices connected and 4 round trips", res)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,8 @@ import (
 const (
 	// publishTimeout bounds one publish, acknowledgement included.
 	publishTimeout = 10 * time.Second
+	// dialTimeout bounds one connection attempt, CONNACK included.
+	dialTimeout = 30 * time.Second
 	// simVersion is the agent version simulated devices report.
 	simVersion = "outpost-sim"
 	// syncToken is the clientToken of reports that answer no probe.
@@ -33,7 +36,10 @@ type device struct {
 	user     string
 	password string
 	url      *url.URL
-	sensors  []sensor
+	// source is the local address of the device's connections; the zero
+	// Addr lets the system choose.
+	source  netip.Addr
+	sensors []sensor
 
 	// cm is set by start, and by onUp, which may run before start has
 	// stored it.
@@ -74,6 +80,9 @@ func newDevice(f *fleet, index int, id, user, password, rawURL string) (*device,
 		jobs:    make(map[string]bool),
 		seq:     uint64(time.Now().UnixMicro()) + uint64(index), // distinct per device, above earlier runs
 	}
+	if n := len(f.o.SourceIPs); n > 0 {
+		d.source = f.o.SourceIPs[index%n]
+	}
 	for _, kind := range []string{collect.SimTemperature, collect.SimHumidity, collect.SimVibration} {
 		s, err := collect.NewSim(kind, collect.SimSeed(id, kind))
 		if err != nil {
@@ -92,10 +101,10 @@ func (d *device) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
+	cfg := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{d.url},
 		KeepAlive:                     60,
-		ConnectTimeout:                30 * time.Second,
+		ConnectTimeout:                dialTimeout,
 		CleanStartOnInitialConnection: true,
 		ReconnectBackoff:              reconnectBackoff,
 		ConnectUsername:               d.user,
@@ -112,7 +121,11 @@ func (d *device) start(ctx context.Context) error {
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){d.onPublish},
 			OnClientError:     func(err error) { d.f.o.Logger.Debug("MQTT client error", "device", d.id, "err", err) },
 		},
-	})
+	}
+	if d.source.IsValid() {
+		cfg.AttemptConnection = dialFrom(d.source, cfg.TlsCfg)
+	}
+	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {
 		d.cancel()
 		return err

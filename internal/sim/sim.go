@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
@@ -48,6 +49,12 @@ type Options struct {
 	// MQTTURL, if set, replaces the broker URL the hub hands out at join,
 	// for a hub behind a proxy or a different network name.
 	MQTTURL string
+	// SourceIPs, if set, are the local addresses the devices' MQTT
+	// connections come from, device i's from SourceIPs[i%len]: one source
+	// address reaches one broker port with at most as many connections as
+	// the local port range holds (about 28,000 on Linux by default). See
+	// ParseSourceIPs. Empty lets the system choose.
+	SourceIPs []netip.Addr
 	// Devices is how many devices to simulate (1 to MaxDevices).
 	Devices int
 	// Prefix names the devices Prefix-00001, Prefix-00002, …; default "sim".
@@ -167,6 +174,14 @@ func (o Options) Validate() error {
 	if o.MQTTURL != "" {
 		if u, err := url.Parse(o.MQTTURL); err != nil || !slices.Contains([]string{"mqtt", "tcp", "mqtts", "ssl", "tls"}, u.Scheme) || u.Host == "" {
 			errs = append(errs, fmt.Errorf("MQTT URL %q must be mqtt://host:port or mqtts://host:port", o.MQTTURL))
+		}
+	}
+	if len(o.SourceIPs) > MaxSourceIPs {
+		errs = append(errs, fmt.Errorf("at most %d source IPs, got %d", MaxSourceIPs, len(o.SourceIPs)))
+	}
+	for _, a := range o.SourceIPs {
+		if err := checkSourceIP(a); err != nil {
+			errs = append(errs, fmt.Errorf("source IP: %w", err))
 		}
 	}
 	if o.Devices < 1 || o.Devices > MaxDevices {
