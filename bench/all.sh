@@ -1,6 +1,6 @@
 #!/bin/sh
 # all.sh — every benchmark BENCHMARKS.md quotes, one after the other
-# (about 20 minutes on 2 cores; `make bench` runs it). Each result goes to
+# (about 35 minutes on 2 cores; `make bench` runs it). Each result goes to
 # bench/results/NAME.txt (and the terminal) headed by the date, the commit,
 # the machine (bench/machine.sh) and the exact command, so a figure in
 # BENCHMARKS.md can be traced to its run. Run it on an otherwise idle
@@ -58,6 +58,7 @@ step rest        bench/rest.sh
 step broker      bench/broker.sh
 step shadow-1k   bench/shadow-rtt.sh 1000 2000 1
 step shadow-10k  bench/shadow-rtt.sh 10000 5000 1
+step capacity    bench/capacity.sh 10000 15000 17500 19500
 
 for want in $only; do
 	case " $ran " in *" $want "*) ;; *) echo "no step named $want (see the list in bench/all.sh)" >&2; failed="$failed $want" ;; esac

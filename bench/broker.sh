@@ -95,7 +95,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 . bench/hub-lib.sh
 mosq=
-trap 'kill $extra_pids $mosq $hub 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $extra_pids $mosq $hub 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 mport=$(port)
 cat >"$work/mosquitto.conf" <<EOF

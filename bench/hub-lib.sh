@@ -7,7 +7,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d)
 extra_pids=
 hub=
-trap 'kill $extra_pids $hub 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $extra_pids $hub 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/outpost" ./cmd/outpost
 o="$work/outpost"
 
