@@ -29,7 +29,7 @@ size-check: ## fail when dist's linux/arm64 agent is over its budget ($(AGENT_BU
 	$(GO) run ./tools/sizebudget -budget $(AGENT_BUDGET) -binary $(DIST)/bin/linux_arm64/outpost-agent \
 		-pkg ./cmd/outpost-agent -goos linux -goarch arm64
 
-bench: ## every benchmark of BENCHMARKS.md (about 20 minutes); results in bench/results/
+bench: ## every benchmark of BENCHMARKS.md (about 35 minutes); results in bench/results/
 	bench/all.sh
 
 test: ## run the whole test suite (race detector on), and the agent's CoAP transport (build tag coap)
