@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,12 @@ type Store struct {
 	// runs there and keeps it while the connection lives.
 	deviceByID *sql.Stmt
 	secretByID *sql.Stmt
+
+	// insertRows[k] inserts 1<<k telemetry rows in one statement, prepared
+	// once on the writer connection: InsertPoints writes a batch in chunks
+	// of insertChunk rows and the rest as a sum of smaller powers of two, as
+	// one multi-row INSERT costs far less than as many single-row ones.
+	insertRows [insertChunkLog + 1]*sql.Stmt
 
 	// seenMu guards seen: the last_seen each device was last given by
 	// InsertPoints, so that a device publishing every second does not cost
@@ -167,12 +174,45 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// insertChunk is the most telemetry rows InsertPoints writes in one
+// statement, 1<<insertChunkLog; its insertChunk*pointCols parameters stay
+// far below SQLite's limit (SQLITE_MAX_VARIABLE_NUMBER, 32766).
+const (
+	insertChunkLog = 6
+	insertChunk    = 1 << insertChunkLog
+)
+
+// pointCols is the number of telemetry columns InsertPoints binds per row.
+const pointCols = 7
+
+// insertSQL returns the statement that inserts n telemetry rows, skipping
+// those whose (device_id, seq) is stored already.
+func insertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT OR IGNORE INTO telemetry(device_id, seq, sensor, ts, kind, num, str) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
 // maxReaders is the size of the reader pool.
 const maxReaders = 4
 
-// prepare prepares the hot read statements; it runs after migrate, as they
-// need the schema.
+// prepare prepares the hot read statements and the telemetry inserts; it
+// runs after migrate, as they need the schema.
 func (s *Store) prepare(ctx context.Context) (err error) {
+	// The writer pool holds one connection, so statements prepared on it
+	// stay prepared there, and tx.StmtContext binds them to a transaction
+	// without preparing them again.
+	for k := range s.insertRows {
+		if s.insertRows[k], err = s.w.PrepareContext(ctx, insertSQL(1<<k)); err != nil {
+			return err
+		}
+	}
 	if s.deviceByID, err = s.r.PrepareContext(ctx, "SELECT "+deviceCols+" FROM devices WHERE id = ?"); err != nil {
 		return err
 	}
@@ -211,7 +251,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // Close closes the database. It is safe to call twice.
 func (s *Store) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.deviceByID, s.secretByID} {
+	for _, st := range append([]*sql.Stmt{s.deviceByID, s.secretByID}, s.insertRows[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -533,36 +573,48 @@ func (s *Store) InsertPoints(ctx context.Context, points []store.Point, seen tim
 		return 0, err
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, "INSERT OR IGNORE INTO telemetry(device_id, seq, sensor, ts, kind, num, str) VALUES (?, ?, ?, ?, ?, ?, ?)")
-	if err != nil {
-		return 0, err
-	}
-	defer ins.Close()
 	inserted := 0
 	devices := map[string]struct{}{}
-	for _, p := range points {
-		var (
-			num any
-			str any
-		)
-		switch p.Kind {
-		case store.KindNum:
-			num = p.Num
-		case store.KindStr:
-			str = p.Str
-		case store.KindFlag:
-			num = float64(boolInt(p.Flag))
-		default:
-			return 0, fmt.Errorf("point %s/%d has no value kind", p.DeviceID, p.Seq)
+	args := make([]any, 0, min(len(points), insertChunk)*pointCols)
+	for rest := points; len(rest) > 0; {
+		// Take the largest power of two of rows that fits, up to insertChunk.
+		k := insertChunkLog
+		for 1<<k > len(rest) {
+			k--
 		}
-		res, err := ins.ExecContext(ctx, p.DeviceID, int64(p.Seq), p.Sensor, p.TS.UnixMilli(), int(p.Kind), num, str)
+		chunk := rest[:1<<k]
+		rest = rest[1<<k:]
+		args = args[:0]
+		for _, p := range chunk {
+			var (
+				num any
+				str any
+			)
+			switch p.Kind {
+			case store.KindNum:
+				num = p.Num
+			case store.KindStr:
+				str = p.Str
+			case store.KindFlag:
+				num = float64(boolInt(p.Flag))
+			default:
+				return 0, fmt.Errorf("point %s/%d has no value kind", p.DeviceID, p.Seq)
+			}
+			args = append(args, p.DeviceID, int64(p.Seq), p.Sensor, p.TS.UnixMilli(), int(p.Kind), num, str)
+			devices[p.DeviceID] = struct{}{}
+		}
+		// RowsAffected of an INSERT OR IGNORE counts the rows it inserted,
+		// not those it skipped, also when a chunk repeats a point.
+		res, err := tx.StmtContext(ctx, s.insertRows[k]).ExecContext(ctx, args...)
 		if err != nil {
-			return 0, fmt.Errorf("inserting point %s/%d: %w", p.DeviceID, p.Seq, err)
+			return 0, fmt.Errorf("inserting points %s/%d to %s/%d: %w",
+				chunk[0].DeviceID, chunk[0].Seq, chunk[len(chunk)-1].DeviceID, chunk[len(chunk)-1].Seq, err)
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			inserted++
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("counting inserted points: %w", err)
 		}
-		devices[p.DeviceID] = struct{}{}
+		inserted += int(n)
 	}
 	seenMs := seen.UnixMilli()
 	var touched []string
