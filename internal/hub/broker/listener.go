@@ -17,6 +17,12 @@ import (
 // larger than `ulimit -n`), the hub never accepted another device, even
 // after descriptors were freed. This one waits and accepts again, as
 // net/http's server does, logging the first error of a run.
+//
+// It also bounds what the library leaves open: a connection must send its
+// CONNECT packet within connectTimeout (after it, the library's keepalive
+// deadlines apply), and Close closes the connections that never did, which
+// the library cannot (they are not clients yet) and whose reads would
+// otherwise hold the broker's shutdown forever.
 type tcpListener struct {
 	id, address string
 	logger      *slog.Logger
@@ -26,7 +32,13 @@ type tcpListener struct {
 	listen net.Listener
 	closed bool
 	done   chan struct{}
+	// open holds the accepted connections still in the library's hands.
+	open map[net.Conn]struct{}
 }
+
+// connectTimeout is how long a new connection has to send CONNECT (a
+// variable for tests).
+var connectTimeout = 10 * time.Second
 
 // Accept errors are retried after acceptBackoffMin, doubling to
 // acceptBackoffMax while they last.
@@ -36,7 +48,7 @@ const (
 )
 
 func newTCPListener(id, address string, logger *slog.Logger, errs prometheus.Counter) *tcpListener {
-	return &tcpListener{id: id, address: address, logger: logger, errors: errs, done: make(chan struct{})}
+	return &tcpListener{id: id, address: address, logger: logger, errors: errs, done: make(chan struct{}), open: map[net.Conn]struct{}{}}
 }
 
 func (l *tcpListener) ID() string       { return l.id }
@@ -95,12 +107,35 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			l.logger.Info("accepting MQTT connections again")
 			wait = 0
 		}
+		if !l.track(conn) {
+			_ = conn.Close()
+			return
+		}
+		_ = conn.SetDeadline(time.Now().Add(connectTimeout))
 		go func() {
+			defer l.untrack(conn)
 			if err := establish(l.id, conn); err != nil {
 				l.logger.Debug("MQTT connection ended", "err", err)
 			}
 		}()
 	}
+}
+
+// track records conn as open; false once the listener is closed.
+func (l *tcpListener) track(conn net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.open[conn] = struct{}{}
+	return true
+}
+
+func (l *tcpListener) untrack(conn net.Conn) {
+	l.mu.Lock()
+	delete(l.open, conn)
+	l.mu.Unlock()
 }
 
 func (l *tcpListener) isClosed() bool {
@@ -109,7 +144,8 @@ func (l *tcpListener) isClosed() bool {
 	return l.closed
 }
 
-// Close stops accepting and closes the clients of this listener.
+// Close stops accepting and closes the clients of this listener and the
+// connections that are not clients yet.
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	if l.closed {
@@ -124,4 +160,11 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	if ln != nil {
 		_ = ln.Close()
 	}
+	// Whatever the library did not close: connections that never sent
+	// CONNECT. Closing a client's connection again is harmless.
+	l.mu.Lock()
+	for conn := range l.open {
+		_ = conn.Close()
+	}
+	l.mu.Unlock()
 }
