@@ -110,15 +110,9 @@ user $(id -un)
 EOF
 "$mosquitto" -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
 mosq=$!
-for _ in $(seq 50); do
-	python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $mport), 0.2)" 2>/dev/null && break
-	kill -0 "$mosq" 2>/dev/null || { echo "mosquitto did not start:" >&2; cat "$work/mosquitto.log" >&2; exit 1; }
-	sleep 0.1
-done
+wait_port "127.0.0.1:$mport" "$mosq" "$work/mosquitto.log" || { echo "mosquitto did not start" >&2; exit 1; }
 
 tck=$(getconf CLK_TCK)
-cpu() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; } # utime+stime, ticks
-rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }             # KiB
 
 # measure NAME PID PREFIX [sim flags…] runs the fleet against the broker
 # process PID and writes $work/NAME.env: the broker's CPU ticks, wall time and
@@ -128,7 +122,7 @@ measure() {
 	name=$1 pid=$2 prefix=$3
 	shift 3
 	log=$work/$name.log
-	rss_idle=$(rss "$pid")
+	rss_idle=$(rss_kib "$pid")
 	"$o" sim -o json --devices "$devices" --rate "$rate" --publish-every "$every" --qos "$qos" \
 		--duration "$duration" --prefix "$prefix" --connect-rate 1000 "$@" >"$work/$name.json" 2>"$log" &
 	sim=$!
@@ -137,13 +131,13 @@ measure() {
 	while kill -0 "$sim" 2>/dev/null; do
 		n=$(grep -c 'points/s acknowledged' "$log" || true)
 		if [ "$n" -gt "$lines" ]; then
-			c=$(cpu "$pid") t=$(date +%s.%N)
+			c=$(cpu_ticks "$pid") t=$(date +%s.%N)
 			a=$(grep 'points/s acknowledged' "$log" | tail -1 | sed 's/.*(\([0-9]*\) in all).*/\1/')
 			[ -n "$c0" ] || c0=$c t0=$t a0=$a
 			c1=$c t1=$t a1=$a lines=$n
 		fi
 		if [ -n "$c0" ]; then
-			r=$(rss "$pid")
+			r=$(rss_kib "$pid")
 			[ "$r" -gt "$rss_peak" ] && rss_peak=$r
 		fi
 		sleep 0.2

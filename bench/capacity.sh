@@ -72,9 +72,10 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
 go build -o "$work/outpost" ./cmd/outpost
 o="$work/outpost"
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+. bench/proc-lib.sh # port, cpu_ticks, rss_kib, wait_port
+# rss and ticks are rss_kib and cpu_ticks, 0 once the hub is gone.
+rss() { rss_kib "$1" 2>/dev/null || echo 0; }
+ticks() { cpu_ticks "$1" 2>/dev/null || echo 0; }
 alive() { kill -0 "$1" 2>/dev/null; }
 nfds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 # accept_queue PORT prints the listener's accept queue: connections the
@@ -102,10 +103,11 @@ for n in "${steps[@]}"; do
 	echo "== $n devices"
 	http=127.0.0.1:$(port)
 	mqtt=127.0.0.1:$(port)
-	"$o" hub --data "$d/hub" --http "$http" --mqtt "$mqtt" --log-level warn 2>"$d/hub.log" &
+	"$o" hub --data "$d/hub" --http "$http" --mqtt "$mqtt" --grpc 127.0.0.1:0 --log-level warn 2>"$d/hub.log" &
 	hub=$!
 	pids=("$hub")
 	for _ in $(seq 100); do [ -s "$d/hub/admin-password" ] && break; sleep 0.1; done
+	wait_port "$http" "$hub" "$d/hub.log" || exit 1
 	export OUTPOST_CONFIG_DIR="$d/cfg"
 	"$o" login --hub "http://$http" --user admin --password-stdin <"$d/hub/admin-password" >/dev/null
 	sleep 1

@@ -50,6 +50,7 @@
 # the agent bench are stopped and the temp directory is removed.
 set -eu
 cd "$(dirname "$0")/.."
+. bench/proc-lib.sh # rss_kib
 
 duration=30s
 server_url=http://127.0.0.1:1
@@ -223,7 +224,7 @@ while [ $i -lt "$secs" ]; do
 		cat "$m/daemon.log" >&2
 		exit 1
 	fi
-	awk '/^VmRSS:/ { print $2 }' "/proc/$mender_pid/status" >>"$m/samples"
+	rss_kib "$mender_pid" >>"$m/samples"
 done
 cp "/proc/$mender_pid/status" "$m/status"
 cp "/proc/$mender_pid/stat" "$m/stat"
@@ -239,8 +240,8 @@ m_max=$(awk '{ s[NR] = $1 } END { m = 0; for (i = int(NR / 2) + 1; i <= NR; i++)
 m_hwm=$(field VmHWM)
 m_anon=$(field RssAnon)
 m_file=$(field RssFile)
-# utime and stime are fields 14 and 15 of /proc/PID/stat, in USER_HZ (100).
-cpu=$(awk -v t0="$t0" -v t1="$t1" '{ sub(/^.*\) /, ""); printf "%.1f", 100 * ($12 + $13) / 100 / ((t1 - t0) / 1e9) }' "$m/stat")
+# utime and stime are fields 14 and 15 of /proc/PID/stat, in clock ticks.
+cpu=$(awk -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.1f", 100 * ($12 + $13) / hz / ((t1 - t0) / 1e9) }' "$m/stat")
 auths=$(grep -c 'auth_requests' "$m/daemon.log" || true)
 echo "process sampled: PID $shown_pid ($comm); $(grep -c . "$m/samples") samples; $auths failed authorization requests in its log; last log lines:"
 tail -n 3 "$m/daemon.log" | cut -c 1-200

@@ -18,7 +18,7 @@ conc=${3:-1}
 rate=${RATE:-0}
 
 . bench/hub-lib.sh
-rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$hub/status")
+rss_idle=$(rss_kib "$hub")
 
 "$o" sim --devices "$devices" --rate "$rate" --probes "$probes" --probe-concurrency "$conc" \
 	--connect-rate 1000 --duration 10s >"$work/sim.out" 2>"$work/sim.log" &
@@ -27,7 +27,7 @@ extra_pids=$sim
 # Sample the hub's RSS while the fleet is connected.
 rss_fleet=0
 while kill -0 "$sim" 2>/dev/null; do
-	r=$(awk '/VmRSS/ { print $2 }' "/proc/$hub/status")
+	r=$(rss_kib "$hub")
 	[ "$r" -gt "$rss_fleet" ] && rss_fleet=$r
 	sleep 1
 done

@@ -381,3 +381,13 @@ func cpuSeconds(pid int) (float64, error) {
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
 }
+
+// mustCPU is cpuSeconds, or 0 when pid's /proc entry cannot be read (the
+// process has exited), for the benchmarks that only report CPU time.
+func mustCPU(pid int) float64 {
+	s, err := cpuSeconds(pid)
+	if err != nil {
+		return 0
+	}
+	return s
+}

@@ -145,11 +145,3 @@ func runIngest(ctx context.Context, args []string, w io.Writer) error {
 	}
 	return nil
 }
-
-func mustCPU(pid int) float64 {
-	s, err := cpuSeconds(pid)
-	if err != nil {
-		return 0
-	}
-	return s
-}

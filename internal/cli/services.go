@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -152,9 +153,9 @@ instance whatever its health, with the output of its last check.`,
 			}
 			rows := make([][]string, 0, len(resp.Instances))
 			for _, in := range resp.Instances {
-				row := []string{in.ID, in.Address, strconv.Itoa(in.Port), in.Health, in.Source, dash(in.Device), dash(strings.Join(in.Tags, ","))}
+				row := []string{in.ID, in.Address, strconv.Itoa(in.Port), in.Health, in.Source, orDash(in.Device), orDash(strings.Join(in.Tags, ","))}
 				if all {
-					row = append(row, dash(in.Output))
+					row = append(row, orDash(in.Output))
 				}
 				rows = append(rows, row)
 			}
@@ -164,13 +165,6 @@ instance whatever its health, with the output of its last check.`,
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "only instances with this tag (repeatable; all must match)")
 	cmd.Flags().BoolVar(&all, "all", false, "list every instance, whatever its health")
 	return cmd
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func newServicesWatchCmd(g *globals) *cobra.Command {
@@ -273,12 +267,7 @@ func (g *globals) printSnapshot(data []byte) error {
 	return err
 }
 
-func netJoin(host string, port int) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + strconv.Itoa(port)
-	}
-	return host + ":" + strconv.Itoa(port)
-}
+func netJoin(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 
 func newServicesRegisterCmd(g *globals) *cobra.Command {
 	var (

@@ -187,3 +187,19 @@ func TestServicesWatch(t *testing.T) {
 		})
 	}
 }
+
+func TestNetJoin(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		port int
+		want string
+	}{
+		{"10.0.0.5", 80, "10.0.0.5:80"},
+		{"db.local", 5432, "db.local:5432"},
+		{"fd00::5", 8080, "[fd00::5]:8080"},
+	} {
+		if got := netJoin(tc.host, tc.port); got != tc.want {
+			t.Errorf("netJoin(%q, %d) = %q, want %q", tc.host, tc.port, got, tc.want)
+		}
+	}
+}

@@ -184,3 +184,45 @@ func TestServicesCacheWrites(t *testing.T) {
 		t.Errorf("an identical answer after %s was not written: %+v", cacheRefresh, c)
 	}
 }
+
+// TestBodyLimits: a body over the endpoint's limit is refused with 413
+// and stores nothing.
+func TestBodyLimits(t *testing.T) {
+	a, err := New(Options{DataDir: t.TempDir(), Sink: nopSink{}, Desired: func() (map[string]any, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := a.Handler()
+	for _, tc := range []struct {
+		method, path, body, want string
+	}{
+		{"POST", "/v1/publish", strings.Repeat(" ", maxPublishBytes+1), fmt.Sprintf("body larger than %d bytes", maxPublishBytes)},
+		{"PUT", "/v1/state/big", strings.Repeat("v", MaxValueBytes+1), fmt.Sprintf("value larger than %d bytes", MaxValueBytes)},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+		var eb errorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || rec.Code != http.StatusRequestEntityTooLarge || eb.Error != tc.want {
+			t.Errorf("%s %s = %d %s, want 413 %q", tc.method, tc.path, rec.Code, rec.Body, tc.want)
+		}
+	}
+	if _, _, ok, err := a.store.Get("big"); ok || err != nil {
+		t.Errorf("the refused value was stored: %v %v", ok, err)
+	}
+}
+
+// TestServicesNoHubNoCache: without a hub and without a cached answer a
+// lookup fails with 503 and says why.
+func TestServicesNoHubNoCache(t *testing.T) {
+	a, err := New(Options{DataDir: t.TempDir(), Sink: nopSink{}, Desired: func() (map[string]any, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/services/web", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "no hub_url configured") || !strings.Contains(rec.Body.String(), ErrNoCache.Error()) {
+		t.Errorf("lookup without hub or cache = %d %s, want 503 naming both causes", rec.Code, rec.Body)
+	}
+}

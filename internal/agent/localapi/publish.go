@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -34,14 +33,8 @@ type publishAnswer struct {
 // publish stores the request's points in the spool, all or none: a
 // request with any bad point stores nothing.
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPublishBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxPublishBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := readBody(w, r, maxPublishBytes, "body")
+	if !ok {
 		return
 	}
 	points, problems := parsePoints(body, a.opts.Now())

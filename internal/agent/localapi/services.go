@@ -85,16 +85,16 @@ const cacheRefresh = 5 * time.Minute
 // cacheServices stores ans as the cached answer at key, unless the cache
 // holds the same instances from less than cacheRefresh ago.
 func (a *API) cacheServices(key string, ans ServicesAnswer) error {
-	raw, err := json.Marshal(ans)
-	if err != nil {
-		return err
-	}
 	if old, err := a.cachedServices(key); err == nil && ans.FetchedAt.Sub(old.FetchedAt) < cacheRefresh {
 		oldInst, _ := json.Marshal(old.Instances)
 		newInst, _ := json.Marshal(ans.Instances)
 		if bytes.Equal(oldInst, newInst) {
 			return nil
 		}
+	}
+	raw, err := json.Marshal(ans)
+	if err != nil {
+		return err
 	}
 	return a.store.cachePut(key, raw)
 }

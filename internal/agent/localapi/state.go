@@ -1,9 +1,7 @@
 package localapi
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 )
 
@@ -48,14 +46,8 @@ func (a *API) statePut(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxValueBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value larger than %d bytes", MaxValueBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+	body, ok := readBody(w, r, MaxValueBytes, "value")
+	if !ok {
 		return
 	}
 	ct := r.Header.Get("Content-Type")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -162,4 +163,33 @@ func TestDeviceEventsShutdown(t *testing.T) {
 	if err := e.srv.Config.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown with an open event stream: %v", err)
 	}
+}
+
+// TestDeviceEventsListFails checks that a stream whose first device list
+// fails answers a plain JSON error instead of opening an empty stream.
+func TestDeviceEventsListFails(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/v1/events/devices?access_token="+url.QueryEscape(e.token), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Checked before reading: an opened stream's body never ends.
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d (Content-Type %q), want 500", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, resp, raw, http.StatusInternalServerError, "internal")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -173,15 +174,8 @@ func (a *api) resolveService(c *gin.Context) {
 func withTags(ins []registry.Instance, tags []string) []registry.Instance {
 	out := []registry.Instance{}
 	for _, in := range ins {
-		ok := true
-		for _, t := range tags {
-			found := false
-			for _, have := range in.Tags {
-				found = found || have == t
-			}
-			ok = ok && found
-		}
-		if ok {
+		missing := slices.ContainsFunc(tags, func(t string) bool { return !slices.Contains(in.Tags, t) })
+		if !missing {
 			out = append(out, in)
 		}
 	}
@@ -273,20 +267,18 @@ func (a *api) watchService(c *gin.Context) {
 	// The stream ends when the client goes or the server shuts down.
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	defer cancel()
-	if closing := serverClosing(c.Request); closing != nil {
-		go func() {
-			select {
-			case <-closing:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
 	ch, err := a.Registry.Watch(ctx, c.Param("name"), registry.ResolveOptions{Tags: c.QueryArray("tag")})
 	if err != nil {
 		a.failRegistry(c, err)
 		return
 	}
+	// Stop the watch and drain ch so that the registry's watch goroutine
+	// has ended when the handler returns.
+	defer func() {
+		cancel()
+		for range ch {
+		}
+	}()
 	stream := openSSE(c)
 	defer stream.close()
 	for {
@@ -307,10 +299,9 @@ func (a *api) watchService(c *gin.Context) {
 			if !stream.ping() {
 				return
 			}
+		case <-stream.closing:
+			return
 		case <-ctx.Done():
-			// Drain so that the registry's watch goroutine ends.
-			for range ch {
-			}
 			return
 		}
 	}

@@ -71,6 +71,12 @@ func TestOpen(t *testing.T) {
 	if _, err := registry.New(registry.Options{}); err == nil {
 		t.Fatal("New without a backend succeeded")
 	}
+	if _, err := registry.New(registry.Options{Backend: b, SweepInterval: -time.Second}); err == nil {
+		t.Fatal("New with a negative sweep interval succeeded")
+	}
+	if _, err := registry.New(registry.Options{Backend: b, DeregisterCriticalAfter: -time.Second}); err == nil {
+		t.Fatal("New with a negative DeregisterCriticalAfter succeeded")
+	}
 }
 
 // clock is a settable clock for the sweeper tests.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -265,20 +266,8 @@ func sameSet(a, b []Instance) bool {
 	return slices.EqualFunc(a, b, func(x, y Instance) bool {
 		return x.ID == y.ID && x.Address == y.Address && x.Port == y.Port &&
 			x.Health == y.Health && x.Device == y.Device &&
-			slices.Equal(x.Tags, y.Tags) && mapsEqual(x.Meta, y.Meta)
+			slices.Equal(x.Tags, y.Tags) && maps.Equal(x.Meta, y.Meta)
 	})
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Watch sends service's resolved instances at once, then again after
@@ -320,6 +309,11 @@ func (s *Service) Watch(ctx context.Context, service string, opts ResolveOptions
 				if !ok {
 					return
 				}
+				// One Resolve (a backend List) covers every change
+				// already waiting: a burst of writes costs one read.
+				if !drain(events) {
+					return
+				}
 				cur, err := s.Resolve(wctx, service, opts)
 				if err != nil {
 					if wctx.Err() == nil {
@@ -335,4 +329,19 @@ func (s *Service) Watch(ctx context.Context, service string, opts ResolveOptions
 		}
 	}()
 	return out, nil
+}
+
+// drain takes the events that are ready without blocking; it reports
+// false if events is closed.
+func drain(events <-chan Event) bool {
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return false
+			}
+		default:
+			return true
+		}
+	}
 }

@@ -22,10 +22,13 @@ const (
 	DefaultCheckTimeout  = 5 * time.Second
 )
 
+// serviceRule is what serviceRE accepts, for error messages.
+const serviceRule = "must be 1 to 63 of a-z 0-9 -, starting with a letter, not ending with -"
+
 // validService reports whether name is a valid service name.
 func validService(name string) error {
 	if !serviceRE.MatchString(name) {
-		return fmt.Errorf("%w: service %q: must be 1 to 63 of a-z 0-9 -, starting with a letter, not ending with -", ErrInvalid, name)
+		return fmt.Errorf("%w: service %q: %s", ErrInvalid, name, serviceRule)
 	}
 	return nil
 }
@@ -39,7 +42,7 @@ func normalize(in Instance) (Instance, error) {
 	add := func(format string, args ...any) { probs = append(probs, fmt.Errorf(format, args...)) }
 
 	if !serviceRE.MatchString(in.Service) {
-		add("service %q: must be 1 to 63 of a-z 0-9 -, starting with a letter, not ending with -", in.Service)
+		add("service %q: %s", in.Service, serviceRule)
 	}
 	addrOK := in.Address != "" && (net.ParseIP(in.Address) != nil || hostRE.MatchString(in.Address))
 	if !addrOK {

@@ -27,6 +27,20 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// TestNewNeedsEveryDependency checks that New names each missing
+// dependency at once.
+func TestNewNeedsEveryDependency(t *testing.T) {
+	_, err := svcsync.New(svcsync.Options{})
+	if err == nil {
+		t.Fatal("New without dependencies succeeded")
+	}
+	for _, want := range []string{"no registry", "no shadow service", "no device service"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New error %q does not say %q", err, want)
+		}
+	}
+}
+
 // reg is the real registry over the built-in backend, with helpers.
 type reg struct{ *registry.Service }
 
